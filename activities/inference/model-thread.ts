@@ -1,0 +1,126 @@
+/**
+ * Worker-thread entry that owns the ONNX Runtime sessions. onnxruntime-node 1.31 runs
+ * `session.run()` synchronously on the calling thread, so it runs here, away from the
+ * activity worker's event loop. ModelRunner in model-runner.ts starts and drives this file.
+ */
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import type * as Ort from 'onnxruntime-node';
+
+/** Options passed to the thread as `workerData`. */
+export interface ModelThreadOptions {
+  /** Marks the worker as a model thread, so that loading this file elsewhere starts nothing. */
+  role: typeof MODEL_THREAD_ROLE;
+  intraOpThreads?: number;
+  executionProviders?: string[];
+}
+
+export const MODEL_THREAD_ROLE = 'skynewt-model-thread';
+
+export type ModelThreadRequest =
+  | { id: number; type: 'load'; sha256: string; bytes: Uint8Array }
+  | { id: number; type: 'run'; sha256: string; data: Float32Array; dims: number[] };
+
+export type ModelThreadReply =
+  | { id: number; ok: true; type: 'load'; loadMs: number }
+  | { id: number; ok: true; type: 'run'; data: Float32Array; dims: number[]; inferenceMs: number }
+  | { id: number; ok: false; error: { name: string; message: string } };
+
+/** First message the thread posts once onnxruntime-node has loaded. */
+export interface ModelThreadReady {
+  type: 'ready';
+}
+
+function startThread(port: MessagePort, options: ModelThreadOptions): void {
+  // Required here rather than imported at the top, so that loading this file in the main
+  // thread (ModelRunner imports transferList) does not load the native addon.
+  const ort = require('onnxruntime-node') as typeof Ort;
+  const sessions = new Map<string, Ort.InferenceSession>();
+
+  const sessionOptions: Ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
+  if (options.intraOpThreads !== undefined) {
+    sessionOptions.intraOpNumThreads = options.intraOpThreads;
+  }
+  if (options.executionProviders !== undefined) {
+    sessionOptions.executionProviders = options.executionProviders;
+  }
+
+  async function load(sha256: string, bytes: Uint8Array): Promise<number> {
+    const started = performance.now();
+    if (!sessions.has(sha256)) {
+      sessions.set(sha256, await ort.InferenceSession.create(bytes, sessionOptions));
+    }
+    return performance.now() - started;
+  }
+
+  async function run(
+    sha256: string,
+    data: Float32Array,
+    dims: number[],
+  ): Promise<{ data: Float32Array; dims: number[]; inferenceMs: number }> {
+    const session = sessions.get(sha256);
+    if (session === undefined) {
+      throw new Error(`model ${sha256} is not loaded in the model thread; call load() before run()`);
+    }
+
+    const started = performance.now();
+    const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', data, dims) };
+    const results = await session.run(feeds);
+    const inferenceMs = performance.now() - started;
+
+    const outputName = session.outputNames[0];
+    const output = results[outputName];
+    if (output.type !== 'float32') {
+      throw new Error(`model ${sha256} output ${outputName} has type ${output.type}; only float32 outputs are supported`);
+    }
+    return { data: output.data as Float32Array, dims: Array.from(output.dims), inferenceMs };
+  }
+
+  port.on('message', (request: ModelThreadRequest) => {
+    void handle(request);
+  });
+
+  async function handle(request: ModelThreadRequest): Promise<void> {
+    try {
+      if (request.type === 'load') {
+        const loadMs = await load(request.sha256, request.bytes);
+        post({ id: request.id, ok: true, type: 'load', loadMs });
+      } else {
+        const result = await run(request.sha256, request.data, request.dims);
+        post({ id: request.id, ok: true, type: 'run', ...result }, transferList(result.data));
+      }
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      post({ id: request.id, ok: false, error: { name: error.name, message: error.message } });
+    }
+  }
+
+  function post(reply: ModelThreadReply, transfer: ArrayBuffer[] = []): void {
+    port.postMessage(reply, transfer);
+  }
+
+  const ready: ModelThreadReady = { type: 'ready' };
+  port.postMessage(ready);
+}
+
+/**
+ * Returns the buffer to transfer for a typed array, or none when the array is a view into a
+ * larger or shared buffer, because transferring would detach memory the array does not own.
+ */
+export function transferList(array: ArrayBufferView): ArrayBuffer[] {
+  const buffer = array.buffer;
+  if (!(buffer instanceof ArrayBuffer)) {
+    return [];
+  }
+  if (array.byteOffset !== 0 || array.byteLength !== buffer.byteLength) {
+    return [];
+  }
+  return [buffer];
+}
+
+// Test runners may load this file inside their own worker threads, so the role marker, not
+// parentPort alone, decides whether this thread serves models.
+const threadOptions = workerData as Partial<ModelThreadOptions> | null;
+if (parentPort !== null && threadOptions?.role === MODEL_THREAD_ROLE) {
+  startThread(parentPort, threadOptions as ModelThreadOptions);
+}

@@ -1,0 +1,132 @@
+/**
+ * Lists a batch's images and writes the listing to storage as one object per shard, so the
+ * workflow history carries only the listing's URI and counts, never the keys themselves.
+ */
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import { Context, log } from '@temporalio/activity';
+import type { ObjectStore } from './storage/object-store';
+import { joinUri, parseUri, toFileUri } from './storage/uri';
+import { invalidInput } from './failures';
+import type { Listing } from './types';
+
+/** File extensions treated as images when listing a folder or prefix (case-insensitive). */
+export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.gif', '.avif'];
+
+export interface ListInputsRequest {
+  input: string;
+  output?: string;
+  batchId: string;
+  shardSize: number;
+}
+
+export interface ListInputsResult {
+  outputUri: string;
+  listing: Listing;
+}
+
+export function isImageUri(uri: string): boolean {
+  const lower = uri.toLowerCase().split('?')[0];
+  return IMAGE_EXTENSIONS.some((ext) => lower.endsWith(ext));
+}
+
+export function createListInputs(deps: { store: ObjectStore; resultsRoot: string }) {
+  return async function listInputs(request: ListInputsRequest): Promise<ListInputsResult> {
+    const outputUri = joinUri(request.output ?? deps.resultsRoot, request.batchId);
+    const listingUri = joinUri(outputUri, 'inputs');
+    const hash = createHash('sha256');
+    let chunk: string[] = [];
+    let images = 0;
+    let shards = 0;
+
+    const flush = async () => {
+      const name = `shard-${String(shards).padStart(5, '0')}.txt`;
+      await deps.store.put(joinUri(listingUri, name), chunk.join('\n') + '\n', { contentType: 'text/plain' });
+      shards += 1;
+      chunk = [];
+      Context.current().heartbeat({ images, shards });
+    };
+
+    for await (const uri of enumerateInputs(deps.store, request.input)) {
+      chunk.push(uri);
+      hash.update(uri + '\n');
+      images += 1;
+      if (chunk.length === request.shardSize) await flush();
+    }
+    if (chunk.length > 0) await flush();
+
+    if (images === 0) {
+      throw invalidInput(
+        `Invalid batch input: "input" ${request.input} contains no images; expected files ending in ${IMAGE_EXTENSIONS.join(', ')} or a manifest file with one image URI per line.`,
+      );
+    }
+    log.info('Inputs listed', { batchId: request.batchId, images, shards, listing: listingUri });
+    return { outputUri, listing: { uri: listingUri, images, shards, sha256: hash.digest('hex') } };
+  };
+}
+
+/** Yields image URIs in a stable order: folder and prefix listings sorted, manifests as written. */
+async function* enumerateInputs(store: ObjectStore, input: string): AsyncGenerator<string> {
+  const parsed = parseInput(input);
+  if (parsed.scheme === 'file') {
+    const info = await stat(parsed.path).catch(() => null);
+    if (info === null) {
+      throw invalidInput(`Invalid batch input: "input" ${input} does not exist; give an existing folder, image or manifest file.`);
+    }
+    if (info.isDirectory()) {
+      yield* imagesUnder(store, toFileUri(parsed.path));
+    } else if (isImageUri(parsed.path)) {
+      yield toFileUri(parsed.path);
+    } else {
+      yield* manifestLines(store, toFileUri(parsed.path), path.dirname(parsed.path));
+    }
+    return;
+  }
+
+  // An S3 URI naming an existing object is a single image or a manifest; otherwise it is a prefix.
+  if (parsed.key !== '' && !parsed.key.endsWith('/') && (await store.exists(input))) {
+    if (isImageUri(input)) yield input;
+    else yield* manifestLines(store, input, null);
+    return;
+  }
+  yield* imagesUnder(store, input);
+}
+
+function parseInput(input: string) {
+  try {
+    return parseUri(input);
+  } catch (err) {
+    throw invalidInput(`Invalid batch input: "input" ${(err as Error).message}`);
+  }
+}
+
+async function* imagesUnder(store: ObjectStore, prefixUri: string): AsyncGenerator<string> {
+  for await (const entry of store.list(prefixUri, Context.current().cancellationSignal)) {
+    if (isImageUri(entry.uri)) yield entry.uri;
+  }
+}
+
+/**
+ * Reads a manifest: one image URI per line; blank lines and lines starting with `#` are skipped.
+ * Relative paths in a local manifest are resolved against the manifest's folder.
+ */
+async function* manifestLines(store: ObjectStore, manifestUri: string, baseDir: string | null): AsyncGenerator<string> {
+  const { body } = await store.get(manifestUri);
+  const lines = body.toString('utf8').split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const isRelativePath = !line.includes('://') && !line.startsWith('/');
+    if (isRelativePath && baseDir === null) {
+      throw invalidInput(`Invalid batch input: manifest ${manifestUri} line ${i + 1} is the relative path ${JSON.stringify(line)}; a manifest in S3 must list full s3:// URIs.`);
+    }
+    const candidate = isRelativePath && baseDir !== null ? path.resolve(baseDir, line) : line;
+    try {
+      const parsed = parseUri(candidate);
+      yield parsed.scheme === 'file' ? toFileUri(parsed.path) : candidate;
+    } catch (err) {
+      throw invalidInput(`Invalid batch input: manifest ${manifestUri} line ${i + 1}: ${(err as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,26 @@
+/**
+ * Activities of the orchestrator worker (task queue `skynewt-orchestrator`): they touch storage
+ * and the registry but never load a model into memory for inference.
+ */
+import type { ModelRegistry } from './registry/model-registry';
+import type { ObjectStore } from './storage/object-store';
+import { createListInputs } from './list-inputs';
+import { createResolveModel } from './resolve-model';
+import { createWriteManifest } from './write-manifest';
+
+export interface OrchestratorDeps {
+  store: ObjectStore;
+  registry: ModelRegistry;
+  /** Output root used when a batch gives no `output`, as a URI. */
+  resultsRoot: string;
+}
+
+export function createOrchestratorActivities(deps: OrchestratorDeps) {
+  return {
+    resolveModel: createResolveModel(deps),
+    listInputs: createListInputs(deps),
+    writeManifest: createWriteManifest(deps),
+  };
+}
+
+export type OrchestratorActivities = ReturnType<typeof createOrchestratorActivities>;

@@ -1,0 +1,99 @@
+/**
+ * One image through one model: download, decode and preprocess, infer, postprocess, and for
+ * segmentation upload the mask. Problems with the image itself become a failed record; storage
+ * and model errors are thrown so the shard attempt retries from its checkpoint.
+ */
+import type { ObjectStore } from './storage/object-store';
+import { joinUri } from './storage/uri';
+import { decodeImage, ImageDecodeError } from './inference/preprocess';
+import { findRegions, maskPng } from './inference/segmentation';
+import { topK } from './inference/classification';
+import type { ModelRunner } from './inference/model-runner';
+import type { ModelVersion, OutputRecord, StageTimings } from './types';
+
+export interface ImageJob {
+  index: number;
+  uri: string;
+  model: ModelVersion;
+  outputUri: string;
+  maxPixels: number;
+  topK: number;
+  signal: AbortSignal;
+}
+
+export interface ImageDeps {
+  store: ObjectStore;
+  runner: ModelRunner;
+}
+
+export function emptyTimings(): StageTimings {
+  return { downloadMs: 0, decodeMs: 0, inferenceMs: 0, postprocessMs: 0, uploadMs: 0 };
+}
+
+/** Deterministic mask key, so a retried attempt overwrites the mask it wrote before. */
+export function maskUri(outputUri: string, index: number): string {
+  return joinUri(outputUri, 'masks', `${String(index).padStart(9, '0')}.png`);
+}
+
+export async function processImage(deps: ImageDeps, job: ImageJob, timings: StageTimings): Promise<OutputRecord> {
+  const base = { index: job.index, input: job.uri, modelSha256: job.model.sha256 };
+
+  let t = performance.now();
+  let object;
+  try {
+    object = await deps.store.get(job.uri, job.signal);
+  } catch (err) {
+    // A missing input is the input's problem; anything else (throttling, 5xx) may pass on retry.
+    if (err instanceof Error && err.name === 'NotFound') {
+      return { ...base, inputEtag: null, status: 'failed', error: `not found: ${err.message}` };
+    }
+    throw err;
+  }
+  timings.downloadMs += performance.now() - t;
+
+  t = performance.now();
+  let image;
+  try {
+    image = await decodeImage(object.body, job.model.preprocess, job.maxPixels);
+  } catch (err) {
+    if (err instanceof ImageDecodeError) {
+      return { ...base, inputEtag: object.etag, status: 'failed', error: `${err.reason}: ${err.message}` };
+    }
+    throw err;
+  } finally {
+    timings.decodeMs += performance.now() - t;
+  }
+
+  const output = await deps.runner.run(job.model.sha256, image.tensor, image.dims);
+  timings.inferenceMs += output.inferenceMs;
+
+  t = performance.now();
+  const record: OutputRecord = {
+    ...base,
+    inputEtag: object.etag,
+    status: 'ok',
+    width: image.width,
+    height: image.height,
+  };
+  if (job.model.task === 'classification') {
+    record.labels = topK(output.data, job.model.labels, job.topK);
+    timings.postprocessMs += performance.now() - t;
+    return record;
+  }
+
+  const [mapHeight, mapWidth] = output.dims.slice(-2);
+  const { threshold } = job.model;
+  record.regions = findRegions(output.data, mapWidth, mapHeight, threshold, image.width, image.height);
+  const png = await maskPng(output.data, mapWidth, mapHeight, threshold, image.width, image.height);
+  timings.postprocessMs += performance.now() - t;
+
+  t = performance.now();
+  record.mask = maskUri(job.outputUri, job.index);
+  await deps.store.put(record.mask, png, {
+    contentType: 'image/png',
+    metadata: { 'skynewt-model-sha256': job.model.sha256, 'skynewt-input-etag': object.etag },
+    signal: job.signal,
+  });
+  timings.uploadMs += performance.now() - t;
+  return record;
+}

@@ -1,0 +1,174 @@
+/**
+ * The model registry contract and the rules that every implementation shares: name and version
+ * syntax, request validation, default version numbers and latest-version resolution.
+ */
+
+import type { ModelTask, ModelVersion, PreprocessSpec } from '../types';
+import { InvalidModelName, InvalidModelSpec } from './errors';
+
+export interface RegisterRequest {
+  name: string;
+  /** Version label; when omitted, the next integer after the highest numeric version. */
+  version?: string;
+  task: ModelTask;
+  /** The ONNX file's bytes. */
+  bytes: Buffer;
+  preprocess: PreprocessSpec;
+  labels: string[];
+  threshold: number;
+  createdBy: string;
+}
+
+export interface RegisterResult {
+  model: ModelVersion;
+  /** False when the same bytes were already registered under this name and version. */
+  created: boolean;
+}
+
+export interface ModelRegistry {
+  /**
+   * Registers an immutable model version. Registering the same name, version and sha256 again
+   * returns the stored record with `created: false`, even when the other fields differ. Other
+   * bytes under an existing version reject with ModelVersionConflict.
+   */
+  register(request: RegisterRequest): Promise<RegisterResult>;
+  /** Returns one version, or the latest by createdAt when `version` is omitted; rejects with ModelNotFound. */
+  get(name: string, version?: string): Promise<ModelVersion>;
+  /** Lists versions of one model, or of all models, sorted by name, then createdAt, then version. */
+  list(name?: string): Promise<ModelVersion[]>;
+  /**
+   * Reads the ONNX bytes from `model.artifactUri`. A missing artifact rejects with the store's
+   * `NotFound` error. The bytes are not checked against `model.sha256`, so callers must do that.
+   */
+  readArtifact(model: ModelVersion): Promise<Buffer>;
+}
+
+export const MODEL_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const MODEL_VERSION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Attempts of an auto-numbered register when concurrent registers keep taking the number. */
+export const AUTO_VERSION_ATTEMPTS = 5;
+
+export function validateModelName(name: string): void {
+  if (typeof name !== 'string' || !MODEL_NAME_PATTERN.test(name)) {
+    throw new InvalidModelName('name', String(name), MODEL_NAME_PATTERN);
+  }
+}
+
+export function validateModelVersion(version: string): void {
+  if (typeof version !== 'string' || !MODEL_VERSION_PATTERN.test(version)) {
+    throw new InvalidModelName('version', String(version), MODEL_VERSION_PATTERN);
+  }
+}
+
+/** Checks everything in a register request except the version, which may still be unassigned. */
+export function validateRegisterRequest(request: RegisterRequest): void {
+  validateModelName(request.name);
+  if (request.version !== undefined) {
+    validateModelVersion(request.version);
+  }
+
+  const reference = `Model ${request.name}`;
+  if (request.task !== 'segmentation' && request.task !== 'classification') {
+    throw new InvalidModelSpec(`${reference}: invalid task ${JSON.stringify(request.task)}; expected segmentation or classification.`);
+  }
+  if (!Buffer.isBuffer(request.bytes) || request.bytes.length === 0) {
+    throw new InvalidModelSpec(`${reference}: the ONNX file is empty.`);
+  }
+
+  const { width, height, mean, std } = request.preprocess ?? {};
+  for (const [field, value] of [['width', width], ['height', height]] as const) {
+    if (!Number.isInteger(value) || (value as number) <= 0) {
+      throw new InvalidModelSpec(`${reference}: invalid preprocess.${field} ${JSON.stringify(value)}; expected a positive integer of pixels.`);
+    }
+  }
+  if (!isTriple(mean)) {
+    throw new InvalidModelSpec(`${reference}: invalid preprocess.mean ${JSON.stringify(mean)}; expected three finite numbers in RGB order.`);
+  }
+  if (!isTriple(std) || std.some((value) => value <= 0)) {
+    throw new InvalidModelSpec(`${reference}: invalid preprocess.std ${JSON.stringify(std)}; expected three positive numbers in RGB order.`);
+  }
+
+  if (!Array.isArray(request.labels) || request.labels.some((label) => typeof label !== 'string')) {
+    throw new InvalidModelSpec(`${reference}: labels must be an array of strings.`);
+  }
+  if (typeof request.threshold !== 'number' || !(request.threshold >= 0 && request.threshold <= 1)) {
+    throw new InvalidModelSpec(`${reference}: invalid threshold ${JSON.stringify(request.threshold)}; expected a probability from 0 to 1.`);
+  }
+  if (typeof request.createdBy !== 'string' || request.createdBy.trim() === '') {
+    throw new InvalidModelSpec(`${reference}: createdBy is missing; pass the user or service that registers the model.`);
+  }
+}
+
+function isTriple(value: unknown): value is [number, number, number] {
+  return Array.isArray(value) && value.length === 3 && value.every((item) => typeof item === 'number' && Number.isFinite(item));
+}
+
+/** Returns the next integer version after the highest all-digit version, or `1` when there is none. */
+export function nextVersion(existingVersions: string[]): string {
+  let highest = 0n;
+  for (const version of existingVersions) {
+    if (/^[0-9]+$/.test(version) && BigInt(version) > highest) {
+      highest = BigInt(version);
+    }
+  }
+  return (highest + 1n).toString();
+}
+
+/** Builds the record stored for a new version; createdAt is the current time in ISO 8601 UTC. */
+export function buildModelVersion(
+  request: RegisterRequest,
+  version: string,
+  sha256: string,
+  artifactUri: string,
+): ModelVersion {
+  return {
+    name: request.name,
+    version,
+    task: request.task,
+    sha256,
+    sizeBytes: request.bytes.length,
+    artifactUri,
+    preprocess: {
+      width: request.preprocess.width,
+      height: request.preprocess.height,
+      mean: [...request.preprocess.mean],
+      std: [...request.preprocess.std],
+    },
+    labels: [...request.labels],
+    threshold: request.threshold,
+    createdAt: new Date().toISOString(),
+    createdBy: request.createdBy,
+  };
+}
+
+/** Orders versions by name, then createdAt, then version, which is the order `list` returns. */
+export function compareModelVersions(a: ModelVersion, b: ModelVersion): number {
+  return compareText(a.name, b.name) || compareText(a.createdAt, b.createdAt) || compareVersionLabels(a.version, b.version);
+}
+
+/**
+ * Returns the latest version by createdAt. Versions created in the same millisecond are ordered
+ * by their labels, numerically when both are all digits. Returns undefined for an empty list.
+ */
+export function pickLatest(versions: ModelVersion[]): ModelVersion | undefined {
+  let latest: ModelVersion | undefined;
+  for (const candidate of versions) {
+    if (latest === undefined || compareModelVersions(latest, candidate) < 0) {
+      latest = candidate;
+    }
+  }
+  return latest;
+}
+
+function compareVersionLabels(a: string, b: string): number {
+  if (/^[0-9]+$/.test(a) && /^[0-9]+$/.test(b)) {
+    const difference = BigInt(a) - BigInt(b);
+    return difference < 0n ? -1 : difference > 0n ? 1 : 0;
+  }
+  return compareText(a, b);
+}
+
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

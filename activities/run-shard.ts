@@ -1,0 +1,201 @@
+/**
+ * The shard activity. It processes a contiguous range of the batch listing and checkpoints as
+ * it goes: every `checkpointEvery` images, or after 10 s with any new image, the records since
+ * the last checkpoint are written as one part object and the cursor is heartbeated. A retried
+ * attempt resumes at that cursor, and the final JSONL is assembled from the checkpointed parts
+ * only, so every input appears exactly once however often the shard was interrupted.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { CancelledFailure, Context, log } from '@temporalio/activity';
+import type { ObjectStore } from './storage/object-store';
+import { joinUri } from './storage/uri';
+import { sha256Hex } from './storage/hash';
+import type { ModelRegistry } from './registry/model-registry';
+import type { ModelRunner } from './inference/model-runner';
+import { FailureType } from './failures';
+import type { CostMeter } from './cost-meter';
+import { emptyTimings, processImage } from './process-image';
+import type { Capacity, OutputRecord, ShardCheckpoint, ShardInput, ShardPart, ShardResult } from './types';
+
+/** Longest time between checkpoints while images complete, in milliseconds. */
+export const CHECKPOINT_INTERVAL_MS = 10_000;
+/** Heartbeat period while no checkpoint is due, e.g. during one long inference call. */
+export const HEARTBEAT_INTERVAL_MS = 3_000;
+
+export interface ShardDeps {
+  store: ObjectStore;
+  registry: ModelRegistry;
+  runner: ModelRunner;
+  capacity: Capacity;
+  costMeter: CostMeter;
+}
+
+export function shardName(index: number): string {
+  return `shard-${String(index).padStart(5, '0')}`;
+}
+
+export function shardOutputUri(outputUri: string, index: number): string {
+  return joinUri(outputUri, 'shards', `${shardName(index)}.jsonl`);
+}
+
+export function shardResultUri(outputUri: string, index: number): string {
+  return joinUri(outputUri, 'shards', `${shardName(index)}.result.json`);
+}
+
+export function shardPartsUri(outputUri: string, index: number): string {
+  return joinUri(outputUri, 'parts', shardName(index));
+}
+
+/**
+ * Loads the model into the runner unless a session for its sha256 is already cached. Returns the
+ * load time in milliseconds, or null on a cache hit.
+ */
+export async function ensureModelLoaded(deps: Pick<ShardDeps, 'registry' | 'runner'>, model: ShardInput['model']): Promise<number | null> {
+  if (deps.runner.has(model.sha256)) return null;
+  const bytes = await deps.registry.readArtifact(model);
+  try {
+    return (await deps.runner.load(model, bytes)).loadMs;
+  } catch (err) {
+    if (err instanceof Error && err.name === FailureType.ModelChecksumMismatch) {
+      throw ApplicationFailure.create({ message: err.message, type: FailureType.ModelChecksumMismatch, nonRetryable: true });
+    }
+    throw err;
+  }
+}
+
+export function createRunShard(deps: ShardDeps) {
+  return async function runShard(input: ShardInput): Promise<ShardResult> {
+    const context = Context.current();
+    const { attempt } = context.info;
+    const resumed = context.info.heartbeatDetails as ShardCheckpoint | undefined;
+    let checkpoint: ShardCheckpoint = resumed ?? { cursor: 0, parts: [], priorSeconds: 0, priorCostUsd: 0, attempt };
+    const resumedFrom = checkpoint.cursor;
+    const fields = { batchId: input.batchId, shard: input.shardIndex, attempt };
+    log.info('Shard started', { ...fields, cursor: resumedFrom, images: input.images });
+
+    const loadMs = await ensureModelLoaded(deps, input.model);
+    if (loadMs !== null) log.info('Model loaded', { ...fields, model: `${input.model.name}@${input.model.version}`, loadMs });
+    const listing = (await deps.store.get(input.listingUri, context.cancellationSignal)).body.toString('utf8').split('\n').filter(Boolean);
+    if (listing.length !== input.images) {
+      throw ApplicationFailure.nonRetryable(
+        `Shard listing ${input.listingUri} has ${listing.length} images, expected ${input.images}; the listing was changed after the batch started.`,
+        'ShardListingMismatch',
+      );
+    }
+
+    const lease = deps.costMeter.start();
+    const timings = emptyTimings();
+    const beat = setInterval(() => context.heartbeat(checkpoint), HEARTBEAT_INTERVAL_MS);
+    let pending: OutputRecord[] = [];
+    let lastCheckpointMs = Date.now();
+    let partStart = checkpoint.cursor;
+
+    const commitPart = async (cursor: number) => {
+      const uri = joinUri(shardPartsUri(input.outputUri, input.shardIndex), `part-${String(partStart).padStart(5, '0')}.jsonl`);
+      const uploadStart = performance.now();
+      await deps.store.put(uri, toJsonl(pending), { contentType: 'application/x-ndjson', signal: context.cancellationSignal });
+      timings.uploadMs += performance.now() - uploadStart;
+      const failed = pending.filter((record) => record.status === 'failed').length;
+      const part: ShardPart = { uri, start: partStart, end: cursor, ok: pending.length - failed, failed };
+      const spent = lease.read();
+      checkpoint = {
+        cursor,
+        parts: [...checkpoint.parts, part],
+        priorSeconds: (resumed?.priorSeconds ?? 0) + spent.seconds,
+        priorCostUsd: (resumed?.priorCostUsd ?? 0) + spent.costUsd,
+        attempt,
+      };
+      context.heartbeat(checkpoint);
+      log.debug('Shard checkpoint', { ...fields, cursor });
+      pending = [];
+      partStart = cursor;
+      lastCheckpointMs = Date.now();
+    };
+
+    try {
+      for (let cursor = checkpoint.cursor; cursor < input.images; cursor++) {
+        if (context.cancellationSignal.aborted) throw new CancelledFailure('Shard cancelled');
+        const job = {
+          index: input.firstIndex + cursor,
+          uri: listing[cursor],
+          model: input.model,
+          outputUri: input.outputUri,
+          maxPixels: input.maxPixels,
+          topK: input.topK,
+          signal: context.cancellationSignal,
+        };
+        const record = await processImage(deps, job, timings);
+        if (record.status === 'failed') log.warn('Image failed', { ...fields, index: record.index, input: record.input, error: record.error });
+        pending.push(record);
+
+        const done = cursor + 1;
+        const due = pending.length >= input.checkpointEvery || Date.now() - lastCheckpointMs >= CHECKPOINT_INTERVAL_MS;
+        if (due && done < input.images) await commitPart(done);
+      }
+      if (pending.length > 0) await commitPart(input.images);
+    } finally {
+      clearInterval(beat);
+    }
+
+    const spent = lease.stop();
+    const assembled = await assembleShard(deps.store, input, checkpoint.parts);
+    const wallSeconds = checkpoint.priorSeconds;
+    const result: ShardResult = {
+      shardIndex: input.shardIndex,
+      output: shardOutputUri(input.outputUri, input.shardIndex),
+      outputSha256: assembled.sha256,
+      images: input.images,
+      ok: assembled.ok,
+      failed: assembled.failed,
+      resumedFrom,
+      attempt,
+      model: { name: input.model.name, version: input.model.version, sha256: input.model.sha256 },
+      capacity: deps.capacity,
+      timings: roundTimings(timings),
+      wallSeconds: Math.round(wallSeconds * 1000) / 1000,
+      costUsd: (resumed?.priorCostUsd ?? 0) + spent.costUsd,
+    };
+    await deps.store.put(shardResultUri(input.outputUri, input.shardIndex), JSON.stringify(result, null, 2), {
+      contentType: 'application/json',
+    });
+    log.info('Shard completed', { ...fields, ok: result.ok, failed: result.failed, resumedFrom, wallSeconds: result.wallSeconds });
+    return result;
+  };
+}
+
+/**
+ * Concatenates the checkpointed parts into the shard's JSONL. Parts written by an attempt that
+ * died before heartbeating them are not in the list, so they never reach the output.
+ */
+async function assembleShard(store: ObjectStore, input: ShardInput, parts: ShardPart[]) {
+  let expected = 0;
+  const chunks: Buffer[] = [];
+  for (const part of parts) {
+    if (part.start !== expected) {
+      throw new Error(`Shard ${input.shardIndex}: checkpoint parts are not contiguous at offset ${part.start}, expected ${expected}.`);
+    }
+    chunks.push((await store.get(part.uri)).body);
+    expected = part.end;
+  }
+  if (expected !== input.images) {
+    throw new Error(`Shard ${input.shardIndex}: checkpoint parts end at offset ${expected}, expected ${input.images}.`);
+  }
+  const body = Buffer.concat(chunks);
+  await store.put(shardOutputUri(input.outputUri, input.shardIndex), body, { contentType: 'application/x-ndjson' });
+  const failed = parts.reduce((sum, part) => sum + part.failed, 0);
+  return { sha256: sha256Hex(body), ok: input.images - failed, failed };
+}
+
+function toJsonl(records: OutputRecord[]): string {
+  return records.map((record) => JSON.stringify(record)).join('\n') + '\n';
+}
+
+function roundTimings(timings: ReturnType<typeof emptyTimings>) {
+  return {
+    downloadMs: Math.round(timings.downloadMs),
+    decodeMs: Math.round(timings.decodeMs),
+    inferenceMs: Math.round(timings.inferenceMs),
+    postprocessMs: Math.round(timings.postprocessMs),
+    uploadMs: Math.round(timings.uploadMs),
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * Types shared by the workflow, the activities, the workers and the client. Everything here
+ * crosses Temporal's payload boundary, so it holds only references, counts and hashes.
+ */
+
+export type ModelTask = 'segmentation' | 'classification';
+
+/** How an image becomes the model's input tensor (NCHW, float32). */
+export interface PreprocessSpec {
+  /** Model input width and height in pixels; every image is resized to exactly this size. */
+  width: number;
+  height: number;
+  /** Per-channel mean and standard deviation, in RGB order, applied after scaling to 0..1. */
+  mean: [number, number, number];
+  std: [number, number, number];
+}
+
+/** One immutable model version as stored in the registry. */
+export interface ModelVersion {
+  name: string;
+  version: string;
+  task: ModelTask;
+  /** Lowercase hex sha256 of the ONNX file's bytes. */
+  sha256: string;
+  sizeBytes: number;
+  /** Where the ONNX bytes live: `file:///abs/model.onnx` or `s3://bucket/key`. */
+  artifactUri: string;
+  preprocess: PreprocessSpec;
+  /** Class labels for classification, in output order; empty for segmentation. */
+  labels: string[];
+  /** Probability threshold for segmentation masks, 0..1. */
+  threshold: number;
+  createdAt: string;
+  createdBy: string;
+}
+
+/** Lineage of the capacity that ran a shard attempt. */
+export interface Capacity {
+  /** EC2 instance id where known, otherwise the host name. */
+  host: string;
+  instanceType: string;
+  availabilityZone: string;
+  lifecycle: 'spot' | 'on-demand' | 'local';
+  buildId: string;
+  /** Hourly price of the host in USD used for the cost figure. */
+  hourlyRateUsd: number;
+}
+
+/** A region found in a segmentation probability map, in original image pixels. */
+export interface Region {
+  /** Bounding box: left, top, width, height. */
+  box: [number, number, number, number];
+  /** Number of pixels above the threshold, in original image pixels (scaled from the map). */
+  area: number;
+  meanScore: number;
+}
+
+export interface LabelScore {
+  label: string;
+  score: number;
+}
+
+/** One line of a shard's JSONL output. */
+export interface OutputRecord {
+  /** Position of the input in the batch listing, 0-based. */
+  index: number;
+  input: string;
+  /** S3 ETag of the input object, or `sha256:<hex>` of its bytes for files. */
+  inputEtag: string | null;
+  status: 'ok' | 'failed';
+  error?: string;
+  width?: number;
+  height?: number;
+  regions?: Region[];
+  labels?: LabelScore[];
+  mask?: string;
+  modelSha256: string;
+}
+
+/** Checkpoint stored in heartbeat details; a retried attempt resumes from it. */
+export interface ShardCheckpoint {
+  /** Offset within the shard of the next image to process. */
+  cursor: number;
+  /** Parts already written, in order, covering offsets 0..cursor of the shard. */
+  parts: ShardPart[];
+  /** Wall seconds and cost of earlier attempts, so the final result covers all of them. */
+  priorSeconds: number;
+  priorCostUsd: number;
+  /** Attempt number that wrote this checkpoint. */
+  attempt: number;
+}
+
+export interface ShardPart {
+  uri: string;
+  start: number;
+  end: number;
+  ok: number;
+  failed: number;
+}
+
+export interface ShardInput {
+  batchId: string;
+  shardIndex: number;
+  /** Object listing the shard's input URIs, one per line. */
+  listingUri: string;
+  /** Offset of the shard's first image in the batch listing. */
+  firstIndex: number;
+  images: number;
+  model: ModelVersion;
+  /** Batch output root, e.g. `s3://bucket/results/batch-1`. */
+  outputUri: string;
+  checkpointEvery: number;
+  maxPixels: number;
+  topK: number;
+}
+
+export interface StageTimings {
+  downloadMs: number;
+  decodeMs: number;
+  inferenceMs: number;
+  postprocessMs: number;
+  uploadMs: number;
+}
+
+export interface ShardResult {
+  shardIndex: number;
+  output: string;
+  outputSha256: string;
+  images: number;
+  ok: number;
+  failed: number;
+  /** Offset the final attempt started from (0 unless it resumed from a checkpoint). */
+  resumedFrom: number;
+  attempt: number;
+  model: { name: string; version: string; sha256: string };
+  capacity: Capacity;
+  timings: StageTimings;
+  wallSeconds: number;
+  costUsd: number;
+}
+
+export interface Listing {
+  /** Prefix holding `shard-NNNNN.txt` listing objects. */
+  uri: string;
+  images: number;
+  shards: number;
+  /** sha256 over all input URIs in order, one per line. */
+  sha256: string;
+}

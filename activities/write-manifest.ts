@@ -1,0 +1,153 @@
+/**
+ * Writes the batch manifest: the pinned model, the counts and cost, and every shard's output with
+ * its sha256 and lineage. It reads the shard results back from storage, so the workflow never
+ * carries a per-shard list, then removes the checkpoint parts that the shard outputs replaced.
+ */
+import { Context, log } from '@temporalio/activity';
+import type { ObjectStore } from './storage/object-store';
+import { joinUri } from './storage/uri';
+import { shardPartsUri, shardResultUri } from './run-shard';
+import type { Listing, ModelVersion, ShardResult } from './types';
+import type { BatchTotals } from '../workflows/batch-state';
+
+/** Shard results read from storage at once. */
+const READ_CONCURRENCY = 16;
+
+export interface ManifestRequest {
+  batchId: string;
+  workflowId: string;
+  input: string;
+  outputUri: string;
+  model: ModelVersion;
+  listing: Listing;
+  totals: BatchTotals;
+  startedAt: string;
+  runs: number;
+}
+
+export interface ManifestShard {
+  index: number;
+  output: string;
+  sha256: string;
+  images: number;
+  failed: number;
+  attempt: number;
+  resumedFrom: number;
+  capacity: ShardResult['capacity'];
+  costUsd: number;
+  wallSeconds: number;
+  timings: ShardResult['timings'];
+}
+
+export interface BatchManifest {
+  manifestVersion: 1;
+  batchId: string;
+  workflowId: string;
+  input: string;
+  output: string;
+  listing: Listing;
+  model: { name: string; version: string; sha256: string; artifactUri: string; task: string; preprocess: ModelVersion['preprocess']; threshold: number; labels: string[] };
+  images: number;
+  imagesOk: number;
+  imagesFailed: number;
+  costUsd: number;
+  shards: ManifestShard[];
+  failedShards: BatchTotals['failedShards'];
+  startedAt: string;
+  finishedAt: string;
+  runs: number;
+}
+
+export function manifestUri(outputUri: string): string {
+  return joinUri(outputUri, 'manifest.json');
+}
+
+export function createWriteManifest(deps: { store: ObjectStore }) {
+  return async function writeManifest(request: ManifestRequest): Promise<{ manifestUri: string }> {
+    const context = Context.current();
+    const failedIndexes = new Set(request.totals.failedShards.map((shard) => shard.index));
+    const shards: ManifestShard[] = [];
+
+    for (let first = 0; first < request.listing.shards; first += READ_CONCURRENCY) {
+      const indexes = Array.from({ length: Math.min(READ_CONCURRENCY, request.listing.shards - first) }, (_, i) => first + i);
+      const results = await Promise.all(indexes.map((index) => readShardResult(deps.store, request.outputUri, index, failedIndexes)));
+      for (const result of results) if (result) shards.push(toManifestShard(result));
+      context.heartbeat({ shardsRead: first + indexes.length });
+    }
+
+    const imagesFailedInShards = shards.reduce((sum, shard) => sum + shard.failed, 0);
+    const imagesInShards = shards.reduce((sum, shard) => sum + shard.images, 0);
+    const imagesFailed = imagesFailedInShards + (request.listing.images - imagesInShards);
+    const manifest: BatchManifest = {
+      manifestVersion: 1,
+      batchId: request.batchId,
+      workflowId: request.workflowId,
+      input: request.input,
+      output: request.outputUri,
+      listing: request.listing,
+      model: {
+        name: request.model.name,
+        version: request.model.version,
+        sha256: request.model.sha256,
+        artifactUri: request.model.artifactUri,
+        task: request.model.task,
+        preprocess: request.model.preprocess,
+        threshold: request.model.threshold,
+        labels: request.model.labels,
+      },
+      images: request.listing.images,
+      imagesOk: request.listing.images - imagesFailed,
+      imagesFailed,
+      costUsd: shards.reduce((sum, shard) => sum + shard.costUsd, 0),
+      shards,
+      failedShards: request.totals.failedShards,
+      startedAt: request.startedAt,
+      finishedAt: new Date().toISOString(),
+      runs: request.runs,
+    };
+    const uri = manifestUri(request.outputUri);
+    await deps.store.put(uri, JSON.stringify(manifest, null, 2) + '\n', { contentType: 'application/json' });
+    log.info('Manifest written', { batchId: request.batchId, manifest: uri, shards: shards.length });
+
+    await removeParts(deps.store, request, shards);
+    return { manifestUri: uri };
+  };
+}
+
+async function readShardResult(store: ObjectStore, outputUri: string, index: number, failed: Set<number>): Promise<ShardResult | null> {
+  try {
+    return JSON.parse((await store.get(shardResultUri(outputUri, index))).body.toString('utf8')) as ShardResult;
+  } catch (err) {
+    // A shard that failed after its retries has no result; any other gap is a real error.
+    if (failed.has(index) && err instanceof Error && err.name === 'NotFound') return null;
+    throw err;
+  }
+}
+
+function toManifestShard(result: ShardResult): ManifestShard {
+  return {
+    index: result.shardIndex,
+    output: result.output,
+    sha256: result.outputSha256,
+    images: result.images,
+    failed: result.failed,
+    attempt: result.attempt,
+    resumedFrom: result.resumedFrom,
+    capacity: result.capacity,
+    costUsd: result.costUsd,
+    wallSeconds: result.wallSeconds,
+    timings: result.timings,
+  };
+}
+
+/** Deletes checkpoint parts of completed shards; no attempt can need them once the manifest is written. */
+async function removeParts(store: ObjectStore, request: ManifestRequest, shards: ManifestShard[]): Promise<void> {
+  for (const shard of shards) {
+    const prefix = shardPartsUri(request.outputUri, shard.index);
+    try {
+      for await (const entry of store.list(prefix)) await store.delete(entry.uri);
+    } catch (err) {
+      log.warn('Could not remove checkpoint parts', { batchId: request.batchId, shard: shard.index, prefix, error: String(err) });
+    }
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * `skynewt run|status|results`: start a batch, watch it, and read its manifest.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { WorkflowFailedError } from '@temporalio/client';
+import { toFileUri } from '../activities/storage/uri';
+import { readManifest, SkyNewtClient } from '../client/skynewt-client';
+import type { BatchInput } from '../workflows/batch-input';
+import type { BatchSummary } from '../workflows/batch-state';
+import { loadConfig } from '../workers/config';
+import { formatUsd, printJson, printTable, UsageError } from './output';
+import { watchProgress } from './progress-bar';
+
+export interface RunOptions {
+  model: string;
+  output?: string;
+  shardSize?: string;
+  checkpointEvery?: string;
+  maxConcurrentShards?: string;
+  batchId?: string;
+  wait?: boolean;
+  json?: boolean;
+}
+
+/** Turns a plain local path into a `file://` URI and checks that it exists; URIs pass unchanged. */
+export function toInputUri(value: string, mustExist: boolean): string {
+  if (value.startsWith('s3://') || value.startsWith('file://')) return value;
+  const absolute = path.resolve(value);
+  if (mustExist && !existsSync(absolute)) {
+    throw new UsageError(`Input ${value} does not exist (resolved to ${absolute}); give a folder, an image, a manifest file or an s3:// URI.`);
+  }
+  return toFileUri(absolute);
+}
+
+function integerOption(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (!Number.isInteger(number)) throw new UsageError(`Invalid ${flag} ${JSON.stringify(value)}: expected a whole number.`);
+  return number;
+}
+
+export async function connectClient(): Promise<SkyNewtClient> {
+  const config = loadConfig();
+  try {
+    return await SkyNewtClient.connect({ address: config.address, namespace: config.namespace });
+  } catch (err) {
+    throw new UsageError(`Cannot reach Temporal at ${config.address} (${(err as Error).message}). Start the local stack with: skynewt up`);
+  }
+}
+
+export function workflowUrl(batchId: string): string {
+  const config = loadConfig();
+  return `${config.uiUrl}/namespaces/${config.namespace}/workflows/${encodeURIComponent(batchId)}`;
+}
+
+export function summaryRows(summary: BatchSummary): Record<string, string> {
+  return {
+    batch: summary.batchId,
+    status: summary.status,
+    images: `${summary.images - summary.imagesFailed} processed, ${summary.imagesFailed} failed, ${summary.images} in all`,
+    shards: `${summary.shards}${summary.shardsFailed ? ` (${summary.shardsFailed} failed)` : ''}`,
+    model: `${summary.model.name}@${summary.model.version}`,
+    sha256: summary.model.sha256,
+    cost: formatUsd(summary.costUsd),
+    results: summary.output,
+    manifest: summary.manifest,
+    'web ui': workflowUrl(summary.batchId),
+  };
+}
+
+/** Starts a batch; with `wait`, follows it to the end and returns its summary. */
+export async function runBatch(client: SkyNewtClient, input: string, options: RunOptions): Promise<BatchSummary | string> {
+  const batch: BatchInput = {
+    input: toInputUri(input, !input.startsWith('s3://')),
+    model: options.model,
+    output: options.output === undefined ? undefined : toInputUri(options.output, false),
+    batchId: options.batchId,
+    shardSize: integerOption('--shard-size', options.shardSize),
+    checkpointEvery: integerOption('--checkpoint-every', options.checkpointEvery),
+    maxConcurrentShards: integerOption('--max-concurrent-shards', options.maxConcurrentShards),
+  };
+  const { batchId } = await client.startBatch(batch);
+  if (!options.wait) return batchId;
+
+  const interactive = Boolean(process.stderr.isTTY) && !options.json;
+  const stop = interactive ? watchProgress(client, batchId) : () => undefined;
+  try {
+    return await client.result(batchId);
+  } catch (err) {
+    if (err instanceof WorkflowFailedError) {
+      throw new UsageError(`Batch ${batchId} failed: ${err.cause?.message ?? err.message}\nDetails: ${workflowUrl(batchId)}`);
+    }
+    throw err;
+  } finally {
+    stop();
+  }
+}
+
+export function addBatchCommands(program: Command): void {
+  program
+    .command('run <input>')
+    .description('run a batch over a folder, file:// or s3:// URI, or a manifest file of image URIs')
+    .requiredOption('--model <model>', 'registered model as NAME or NAME@VERSION')
+    .option('--output <uri>', 'output root (default: .skynewt/results)')
+    .option('--shard-size <n>', 'images per shard, 1-5000', '200')
+    .option('--checkpoint-every <n>', 'images between checkpoints, 1 to the shard size')
+    .option('--max-concurrent-shards <n>', 'shards in flight at once, 1-500')
+    .option('--batch-id <id>', 'batch id (default: a new time-ordered id)')
+    .option('--wait', 'wait for the batch to finish and print its summary')
+    .option('--json', 'print JSON')
+    .action(async (input: string, options: RunOptions) => {
+      const client = await connectClient();
+      const outcome = await runBatch(client, input, options);
+      if (typeof outcome === 'string') {
+        if (options.json) return printJson({ batchId: outcome, workflowId: outcome, status: 'running', webUi: workflowUrl(outcome) });
+        console.log(outcome);
+        return;
+      }
+      if (options.json) return printJson({ ...outcome, webUi: workflowUrl(outcome.batchId) });
+      printTable([summaryRows(outcome)], true);
+      if (outcome.status !== 'completed') process.exitCode = 2;
+    });
+
+  program
+    .command('status <batch>')
+    .description("show a batch's progress (the workflow's progress query)")
+    .option('--json', 'print JSON')
+    .action(async (batchId: string, options: { json?: boolean }) => {
+      const client = await connectClient();
+      const progress = await client.liveProgress(batchId);
+      if (options.json) return printJson(progress);
+      printTable([{
+        batch: progress.batchId,
+        status: `${progress.status} (workflow ${progress.executionStatus})`,
+        model: progress.model ?? '-',
+        shards: `${progress.shardsDone} done, ${progress.shardsFailed} failed, ${progress.shardsRunning} running, ${progress.shards} in all`,
+        images: `${progress.imagesDone} done (+${progress.imagesInFlight} checkpointed in running shards), ${progress.imagesFailed} failed, ${progress.images} in all`,
+        cost: formatUsd(progress.costUsd),
+        output: progress.output ?? '-',
+        'web ui': workflowUrl(batchId),
+      }], true);
+    });
+
+  program
+    .command('results <batchOrManifest>')
+    .description("print a finished batch's manifest (by batch id, or a manifest URI or path)")
+    .option('--json', 'print the manifest as JSON')
+    .action(async (reference: string, options: { json?: boolean }) => {
+      const isManifest = reference.endsWith('.json') || reference.includes('://');
+      let manifest;
+      if (isManifest) {
+        manifest = await readManifest(toInputUri(reference, !reference.startsWith('s3://')));
+      } else {
+        const client = await connectClient();
+        const { executionStatus } = await client.liveProgress(reference).catch(() => ({ executionStatus: 'UNKNOWN' }));
+        if (executionStatus === 'RUNNING') throw new UsageError(`Batch ${reference} is still running; follow it with: skynewt status ${reference}`);
+        manifest = await client.manifest(reference);
+      }
+      if (options.json) return printJson(manifest);
+      printTable([{
+        batch: manifest.batchId,
+        model: `${manifest.model.name}@${manifest.model.version} (sha256 ${manifest.model.sha256})`,
+        images: `${manifest.imagesOk} ok, ${manifest.imagesFailed} failed, ${manifest.images} in all`,
+        cost: formatUsd(manifest.costUsd),
+        output: manifest.output,
+      }], true);
+      console.log('');
+      printTable(manifest.shards.map((shard) => ({
+        shard: shard.index,
+        images: shard.images,
+        failed: shard.failed,
+        attempt: shard.attempt,
+        host: `${shard.capacity.host} (${shard.capacity.lifecycle})`,
+        output: shard.output,
+        sha256: shard.sha256.slice(0, 16),
+      })));
+      for (const failed of manifest.failedShards) console.log(`shard ${failed.index} failed: ${failed.error}`);
+    });
+}

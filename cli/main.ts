@@ -1,0 +1,29 @@
+/** The `skynewt` command line. */
+import { Command } from 'commander';
+import { addBatchCommands } from './batch-commands';
+import { addDemoCommand } from './demo';
+import { addModelCommands } from './model-commands';
+import { addStackCommands } from './stack-commands';
+import { UsageError } from './output';
+
+const program = new Command('skynewt')
+  .description('Run ONNX vision models over large image batches on Temporal, with lineage and cost per result.')
+  .showHelpAfterError();
+
+addStackCommands(program);
+addModelCommands(program);
+addBatchCommands(program);
+addDemoCommand(program);
+
+program.parseAsync(process.argv).then(
+  () => {
+    // Clients keep gRPC connections open; the command is done once its action resolves.
+    process.exit(process.exitCode ?? 0);
+  },
+  (err: unknown) => {
+    // Errors with a known cause print their message only; anything else keeps its stack.
+    const known = err instanceof UsageError || (err instanceof Error && /^(ModelNotFound|ModelVersionConflict|InvalidModelName|InvalidModelSpec|NotFound)$/.test(err.name));
+    console.error(known ? `Error: ${(err as Error).message}` : err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,161 @@
+/**
+ * `skynewt model register|list|show`: the model registry from the command line. Registration
+ * reads the ONNX file's input shape with onnxruntime, so a file that is not a loadable model is
+ * rejected before anything is stored.
+ */
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import type { Command } from 'commander';
+import { openRegistry } from '../activities/registry/open-registry';
+import type { ModelRegistry } from '../activities/registry/model-registry';
+import type { ModelTask, ModelVersion, PreprocessSpec } from '../activities/types';
+import { printJson, printTable, UsageError } from './output';
+
+/** ImageNet statistics, the usual normalisation for vision backbones. */
+const DEFAULT_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
+const DEFAULT_STD: [number, number, number] = [0.229, 0.224, 0.225];
+const DEFAULT_THRESHOLD = 0.3;
+
+export interface RegisterOptions {
+  task: string;
+  version?: string;
+  labels?: string;
+  inputSize?: string;
+  mean?: string;
+  std?: string;
+  threshold?: string;
+  json?: boolean;
+}
+
+export function parseTriple(flag: string, value: string | undefined, fallback: [number, number, number]): [number, number, number] {
+  if (value === undefined) return fallback;
+  const parts = value.split(',').map((part) => Number(part.trim()));
+  if (parts.length !== 3 || parts.some((part) => !Number.isFinite(part))) {
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(value)}: expected three numbers separated by commas, e.g. 0.485,0.456,0.406.`);
+  }
+  if (flag === '--std' && parts.some((part) => part <= 0)) {
+    throw new UsageError(`Invalid --std ${JSON.stringify(value)}: every value must be greater than 0.`);
+  }
+  return parts as [number, number, number];
+}
+
+/** Reads the model's NCHW input size; dynamic dimensions need `--input-size`. */
+async function inputSize(file: string, flag: string | undefined): Promise<{ width: number; height: number }> {
+  if (flag !== undefined) {
+    const match = /^(\d+)x(\d+)$/.exec(flag);
+    if (!match || Number(match[1]) < 1 || Number(match[2]) < 1) {
+      throw new UsageError(`Invalid --input-size ${JSON.stringify(flag)}: expected WIDTHxHEIGHT in pixels, e.g. 640x640.`);
+    }
+    return { width: Number(match[1]), height: Number(match[2]) };
+  }
+  const ort = await import('onnxruntime-node');
+  let session;
+  try {
+    session = await ort.InferenceSession.create(file);
+  } catch (err) {
+    throw new UsageError(`Invalid model file ${file}: onnxruntime could not load it (${(err as Error).message}).`);
+  }
+  const metadata = session.inputMetadata[0];
+  await session.release();
+  const shape = metadata && metadata.isTensor ? metadata.shape : [];
+  const [height, width] = shape.slice(-2);
+  if (typeof width !== 'number' || typeof height !== 'number') {
+    throw new UsageError(`Model ${file} has a dynamic input size (${JSON.stringify(shape)}); pass --input-size WIDTHxHEIGHT.`);
+  }
+  return { width, height };
+}
+
+async function readLabels(file: string | undefined): Promise<string[]> {
+  if (file === undefined) return [];
+  const text = await readFile(file, 'utf8');
+  if (text.trim().startsWith('[')) return (JSON.parse(text) as unknown[]).map(String);
+  return text.split(/\r?\n/).map((line) => line.trim()).filter(Boolean);
+}
+
+export async function registerModel(registry: ModelRegistry, name: string, file: string, options: RegisterOptions) {
+  if (options.task !== 'segmentation' && options.task !== 'classification') {
+    throw new UsageError(`Invalid --task ${JSON.stringify(options.task)}: expected segmentation or classification.`);
+  }
+  const threshold = options.threshold === undefined ? DEFAULT_THRESHOLD : Number(options.threshold);
+  if (!Number.isFinite(threshold) || threshold <= 0 || threshold >= 1) {
+    throw new UsageError(`Invalid --threshold ${JSON.stringify(options.threshold)}: expected a probability between 0 and 1, e.g. 0.3.`);
+  }
+  const bytes = await readFile(file).catch((err: NodeJS.ErrnoException) => {
+    throw new UsageError(`Cannot read model file ${file}: ${err.code ?? err.message}.`);
+  });
+  const size = await inputSize(file, options.inputSize);
+  const preprocess: PreprocessSpec = {
+    ...size,
+    mean: parseTriple('--mean', options.mean, DEFAULT_MEAN),
+    std: parseTriple('--std', options.std, DEFAULT_STD),
+  };
+  return registry.register({
+    name,
+    version: options.version,
+    task: options.task as ModelTask,
+    bytes,
+    preprocess,
+    labels: await readLabels(options.labels),
+    threshold,
+    createdBy: `${os.userInfo().username}@${os.hostname()}`,
+  });
+}
+
+function describe(model: ModelVersion): Record<string, string> {
+  const p = model.preprocess;
+  return {
+    model: `${model.name}@${model.version}`,
+    task: model.task,
+    sha256: model.sha256,
+    size: `${(model.sizeBytes / 1e6).toFixed(1)} MB`,
+    input: `${p.width}x${p.height} mean ${p.mean.join(',')} std ${p.std.join(',')}`,
+    threshold: String(model.threshold),
+    labels: model.labels.length ? model.labels.slice(0, 10).join(', ') + (model.labels.length > 10 ? ', ...' : '') : '-',
+    artifact: model.artifactUri,
+    created: `${model.createdAt} by ${model.createdBy}`,
+  };
+}
+
+export function addModelCommands(program: Command): void {
+  const model = program.command('model').description('register and inspect models in the registry');
+
+  model
+    .command('register <name> <file>')
+    .description('store an ONNX file as a new immutable model version')
+    .requiredOption('--task <task>', 'segmentation or classification')
+    .option('--version <version>', 'version to create (default: the next whole number)')
+    .option('--labels <file>', 'class labels, one per line or a JSON array')
+    .option('--input-size <WxH>', 'model input size in pixels (default: read from the model)')
+    .option('--mean <a,b,c>', 'per-channel RGB mean after scaling to 0..1', DEFAULT_MEAN.join(','))
+    .option('--std <a,b,c>', 'per-channel RGB standard deviation after scaling to 0..1', DEFAULT_STD.join(','))
+    .option('--threshold <t>', 'segmentation probability threshold, 0..1', String(DEFAULT_THRESHOLD))
+    .option('--json', 'print JSON')
+    .action(async (name: string, file: string, options: RegisterOptions) => {
+      const { model: stored, created } = await registerModel(openRegistry(), name, file, options);
+      if (options.json) return printJson({ ...stored, created });
+      console.log(created ? `Registered ${stored.name}@${stored.version}` : `${stored.name}@${stored.version} is already registered with the same bytes`);
+      printTable([describe(stored)], true);
+    });
+
+  model
+    .command('list [name]')
+    .description('list model versions, newest last')
+    .option('--json', 'print JSON')
+    .action(async (name: string | undefined, options: { json?: boolean }) => {
+      const models = await openRegistry().list(name);
+      if (options.json) return printJson(models);
+      if (models.length === 0) return console.log('No models registered. Add one with: skynewt model register NAME FILE.onnx --task segmentation');
+      printTable(models.map((m) => ({ model: `${m.name}@${m.version}`, task: m.task, sha256: m.sha256.slice(0, 16), created: m.createdAt })));
+    });
+
+  model
+    .command('show <reference>')
+    .description('show one model version (NAME for the latest, or NAME@VERSION)')
+    .option('--json', 'print JSON')
+    .action(async (reference: string, options: { json?: boolean }) => {
+      const [name, version] = reference.split('@');
+      const stored = await openRegistry().get(name, version);
+      if (options.json) return printJson(stored);
+      printTable([describe(stored)], true);
+    });
+}

@@ -1,0 +1,121 @@
+/**
+ * Typed client for upstream services: start a batch, read its progress, cancel it, wait for its
+ * summary and read its manifest. A batch's workflow id is its batch id.
+ */
+import { randomBytes } from 'node:crypto';
+import { Client, Connection, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { ShardCheckpoint } from '../activities/types';
+import type { ObjectStore } from '../activities/storage/object-store';
+import { createObjectStore } from '../activities/storage/stores';
+import type { BatchManifest } from '../activities/write-manifest';
+import type { BatchInput } from '../workflows/batch-input';
+import type { BatchProgress, BatchSummary } from '../workflows/batch-state';
+import type { batchInference } from '../workflows/batch-inference';
+import { BATCH_WORKFLOW_TYPE, ORCHESTRATOR_TASK_QUEUE, PROGRESS_QUERY } from '../workflows/names';
+
+export interface SkyNewtClientOptions {
+  client: Client;
+  /** Store used to read manifests; defaults to one that reads local files and S3. */
+  store?: ObjectStore;
+  taskQueue?: string;
+}
+
+/** Progress plus the checkpointed cursors of shards still running. */
+export interface LiveProgress extends BatchProgress {
+  /** Images checkpointed by running shards, not yet counted in imagesDone. */
+  imagesInFlight: number;
+  /** Workflow execution status as the server reports it (RUNNING, COMPLETED, FAILED, ...). */
+  executionStatus: string;
+}
+
+export class SkyNewtClient {
+  readonly client: Client;
+  private readonly store: ObjectStore;
+  private readonly taskQueue: string;
+
+  constructor(options: SkyNewtClientOptions) {
+    this.client = options.client;
+    this.store = options.store ?? createObjectStore();
+    this.taskQueue = options.taskQueue ?? ORCHESTRATOR_TASK_QUEUE;
+  }
+
+  static async connect(options: { address: string; namespace?: string; store?: ObjectStore }): Promise<SkyNewtClient> {
+    const connection = await Connection.connect({ address: options.address });
+    return new SkyNewtClient({ client: new Client({ connection, namespace: options.namespace ?? 'default' }), store: options.store });
+  }
+
+  /** Starts a batch and returns its ids; the batch id defaults to a new time-ordered id. */
+  async startBatch(input: BatchInput): Promise<{ batchId: string; workflowId: string; runId: string }> {
+    const batchId = input.batchId ?? newBatchId();
+    const handle = await this.client.workflow.start<typeof batchInference>(BATCH_WORKFLOW_TYPE, {
+      taskQueue: this.taskQueue,
+      workflowId: batchId,
+      args: [{ ...input, batchId }],
+    });
+    return { batchId, workflowId: handle.workflowId, runId: handle.firstExecutionRunId };
+  }
+
+  handle(batchId: string): WorkflowHandle<typeof batchInference> {
+    return this.client.workflow.getHandle<typeof batchInference>(batchId);
+  }
+
+  async progress(batchId: string): Promise<BatchProgress> {
+    return this.handle(batchId).query<BatchProgress>(PROGRESS_QUERY);
+  }
+
+  /** Progress including running shards' last checkpoints, read from the pending activities. */
+  async liveProgress(batchId: string): Promise<LiveProgress> {
+    const handle = this.handle(batchId);
+    const description = await handle.describe();
+    const progress = await handle.query<BatchProgress>(PROGRESS_QUERY);
+    let imagesInFlight = 0;
+    for (const activity of description.raw.pendingActivities ?? []) {
+      const payload = activity.heartbeatDetails?.payloads?.[0];
+      if (!payload) continue;
+      const checkpoint = defaultPayloadConverter.fromPayload<ShardCheckpoint>(payload);
+      imagesInFlight += checkpoint?.cursor ?? 0;
+    }
+    return { ...progress, imagesInFlight, executionStatus: description.status.name };
+  }
+
+  async cancel(batchId: string): Promise<void> {
+    await this.handle(batchId).cancel();
+  }
+
+  /** Waits for the batch to finish and returns its summary; rejects if the batch failed. */
+  async result(batchId: string): Promise<BatchSummary> {
+    return this.handle(batchId).result();
+  }
+
+  async manifest(batchId: string): Promise<BatchManifest> {
+    const summary = await this.result(batchId);
+    return this.readManifest(summary.manifest);
+  }
+
+  async readManifest(uri: string): Promise<BatchManifest> {
+    return readManifest(uri, this.store);
+  }
+
+  /** Returns true when a batch with this id exists on the server. */
+  async exists(batchId: string): Promise<boolean> {
+    try {
+      await this.handle(batchId).describe();
+      return true;
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return false;
+      throw err;
+    }
+  }
+}
+
+/** Reads a batch manifest from a file or S3 URI; needs no Temporal server. */
+export async function readManifest(uri: string, store: ObjectStore = createObjectStore()): Promise<BatchManifest> {
+  return JSON.parse((await store.get(uri)).body.toString('utf8')) as BatchManifest;
+}
+
+/** A sortable, readable batch id: `b-20261204-201500-3f9a1c`. */
+export function newBatchId(now: Date = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  return `b-${stamp}-${randomBytes(3).toString('hex')}`;
+}

@@ -1,0 +1,50 @@
+/**
+ * Worker and CLI configuration, read from the environment in one place. Every variable is
+ * optional; the defaults run everything on this machine under `.skynewt/`.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { toFileUri } from '../activities/storage/uri';
+
+export interface SkyNewtConfig {
+  /** Temporal frontend, `host:port`. SKYNEWT_TEMPORAL_ADDRESS, default 127.0.0.1:7233. */
+  address: string;
+  /** SKYNEWT_NAMESPACE, default `default`. */
+  namespace: string;
+  /** Local state folder (registry, results, dev server database, logs). SKYNEWT_HOME, default ./.skynewt. */
+  home: string;
+  /** Output root for batches that give none, as a URI. SKYNEWT_RESULTS, default file://<home>/results. */
+  resultsRoot: string;
+  /** Shards one inference worker runs at once. SKYNEWT_SHARD_CONCURRENCY, default 1. */
+  shardConcurrency: number;
+  /** onnxruntime intra-op threads. SKYNEWT_INTRA_OP_THREADS, default the number of CPU cores. */
+  intraOpThreads: number;
+  /** Models (`name` or `name@version`) the inference worker loads before polling. SKYNEWT_MODELS, comma-separated. */
+  prewarmModels: string[];
+  /** Temporal Web UI base URL, for links. SKYNEWT_UI_URL, default http://127.0.0.1:8233. */
+  uiUrl: string;
+}
+
+function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) {
+    throw new Error(`Invalid ${name} ${JSON.stringify(raw)}: expected a whole number of 1 or more.`);
+  }
+  return value;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig {
+  const home = path.resolve(env.SKYNEWT_HOME ?? '.skynewt');
+  return {
+    address: env.SKYNEWT_TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
+    namespace: env.SKYNEWT_NAMESPACE ?? 'default',
+    home,
+    resultsRoot: env.SKYNEWT_RESULTS ?? toFileUri(path.join(home, 'results')),
+    shardConcurrency: positiveInteger(env, 'SKYNEWT_SHARD_CONCURRENCY', 1),
+    intraOpThreads: positiveInteger(env, 'SKYNEWT_INTRA_OP_THREADS', os.availableParallelism()),
+    prewarmModels: (env.SKYNEWT_MODELS ?? '').split(',').map((model) => model.trim()).filter(Boolean),
+    uiUrl: env.SKYNEWT_UI_URL ?? 'http://127.0.0.1:8233',
+  };
+}

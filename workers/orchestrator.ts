@@ -1,0 +1,55 @@
+/**
+ * The orchestrator worker: runs `batchInference` workflows and the listing, model-resolution and
+ * manifest activities on `skynewt-orchestrator`. It needs no accelerator and belongs on on-demand
+ * capacity, so a spot reclaim never interrupts the bookkeeping of a batch.
+ */
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { createOrchestratorActivities } from '../activities/orchestrator-activities';
+import { openRegistry } from '../activities/registry/open-registry';
+import { createObjectStore } from '../activities/storage/stores';
+import { ORCHESTRATOR_TASK_QUEUE } from '../workflows/names';
+import { loadConfig } from './config';
+import { WORKER_READY_MARKER } from './ready';
+
+export interface OrchestratorWorkerOptions {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueue?: string;
+  activities: ReturnType<typeof createOrchestratorActivities>;
+  /** A prebuilt workflow bundle; without it the worker bundles `workflows/` at start (seconds). */
+  workflowBundle?: WorkerOptions['workflowBundle'];
+}
+
+export async function createOrchestratorWorker(options: OrchestratorWorkerOptions): Promise<Worker> {
+  return Worker.create({
+    connection: options.connection,
+    namespace: options.namespace,
+    taskQueue: options.taskQueue ?? ORCHESTRATOR_TASK_QUEUE,
+    activities: options.activities,
+    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
+  });
+}
+
+export async function runOrchestratorWorker(): Promise<void> {
+  const config = loadConfig();
+  const connection = await NativeConnection.connect({ address: config.address });
+  const activities = createOrchestratorActivities({
+    store: createObjectStore(),
+    registry: openRegistry(),
+    resultsRoot: config.resultsRoot,
+  });
+  const worker = await createOrchestratorWorker({ connection, namespace: config.namespace, activities });
+  console.log(`${WORKER_READY_MARKER} orchestrator taskQueue=${ORCHESTRATOR_TASK_QUEUE} address=${config.address}`);
+  try {
+    await worker.run();
+  } finally {
+    await connection.close();
+  }
+}
+
+if (require.main === module) {
+  runOrchestratorWorker().catch((err) => {
+    console.error('Orchestrator worker failed:', err);
+    process.exit(1);
+  });
+}

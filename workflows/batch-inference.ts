@@ -1,0 +1,236 @@
+/**
+ * `batchInference`: one batch of images through one pinned model version. The workflow holds only
+ * references and counts: the listing lives in storage, shard outputs are written by the shard
+ * activities, and the manifest is assembled by an activity that reads them back.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  continueAsNew,
+  defineQuery,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  upsertMemo,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { OrchestratorActivities } from '../activities/orchestrator-activities';
+import type { InferenceActivities } from '../activities/inference-activities';
+import type { ShardResult } from '../activities/types';
+import { validateBatchInput } from './batch-input';
+import {
+  MAX_FAILED_SHARDS_LISTED,
+  emptyTotals,
+  type BatchProgress,
+  type BatchState,
+  type BatchStatus,
+  type BatchSummary,
+} from './batch-state';
+import { PROGRESS_QUERY } from './names';
+import * as attributes from './search-attributes';
+
+export const progressQuery = defineQuery<BatchProgress>(PROGRESS_QUERY);
+
+/** Failure types that end the whole batch instead of one shard. */
+const BATCH_FATAL_TYPES = ['ModelChecksumMismatch', 'ModelNotFound', 'InvalidBatchInput'];
+
+const orchestrator = proxyActivities<OrchestratorActivities>({
+  startToCloseTimeout: '1 hour',
+  heartbeatTimeout: '1 minute',
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '30 seconds',
+    maximumAttempts: 5,
+    nonRetryableErrorTypes: BATCH_FATAL_TYPES,
+  },
+});
+
+// A shard heartbeats every few seconds, so 30 s without one means the host is gone. Two hours
+// covers a 5,000-image shard at about 1 image/s on CPU.
+const shardActivityOptions = {
+  startToCloseTimeout: '2 hours',
+  heartbeatTimeout: '30 seconds',
+  retry: {
+    initialInterval: '1 second',
+    backoffCoefficient: 2,
+    maximumInterval: '30 seconds',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: BATCH_FATAL_TYPES,
+  },
+} as const;
+
+export async function batchInference(raw: unknown, resumed?: BatchState): Promise<BatchSummary> {
+  const info = workflowInfo();
+  let status: BatchStatus = resumed ? 'running' : 'starting';
+  let state: BatchState | undefined = resumed;
+  const running = new Set<number>();
+
+  setHandler(progressQuery, (): BatchProgress => ({
+    batchId: state?.input.batchId ?? info.workflowId,
+    status,
+    model: state ? `${state.model.name}@${state.model.version}` : null,
+    shards: state?.listing.shards ?? 0,
+    shardsDone: state?.totals.shardsDone ?? 0,
+    shardsFailed: state?.totals.shardsFailed ?? 0,
+    shardsRunning: running.size,
+    images: state?.listing.images ?? 0,
+    imagesDone: state?.totals.imagesDone ?? 0,
+    imagesFailed: state?.totals.imagesFailed ?? 0,
+    costUsd: state?.totals.costUsd ?? 0,
+    output: state?.outputUri ?? null,
+    run: state?.runs ?? 1,
+  }));
+
+  if (state === undefined) {
+    state = await startBatch(raw, info.workflowId, info.startTime.toISOString());
+  } else {
+    state.runs += 1;
+  }
+  status = 'running';
+  const batch: BatchState = state;
+  const shards = proxyActivities<InferenceActivities>({ ...shardActivityOptions, taskQueue: batch.input.taskQueue });
+
+  const launch = async (index: number): Promise<void> => {
+    running.add(index);
+    const first = index * batch.input.shardSize;
+    const images = Math.min(batch.input.shardSize, batch.listing.images - first);
+    try {
+      const result = await shards.runShard({
+        batchId: batch.input.batchId,
+        shardIndex: index,
+        listingUri: shardListingUri(batch.listing.uri, index),
+        firstIndex: first,
+        images,
+        model: batch.model,
+        outputUri: batch.outputUri,
+        checkpointEvery: batch.input.checkpointEvery,
+        maxPixels: batch.input.maxPixels,
+        topK: batch.input.topK,
+      });
+      recordShard(batch, result);
+    } catch (err) {
+      if (isCancellation(err) || isBatchFatal(err)) throw err;
+      recordFailedShard(batch, index, images, err);
+    } finally {
+      running.delete(index);
+    }
+  };
+
+  // Shards run with at most maxConcurrentShards in flight. When the server suggests a new run,
+  // no new shard starts; the in-flight ones finish, then the workflow continues as new.
+  const inFlight = new Map<number, Promise<void>>();
+  for (;;) {
+    while (
+      !workflowInfo().continueAsNewSuggested &&
+      inFlight.size < batch.input.maxConcurrentShards &&
+      batch.nextShard < batch.listing.shards
+    ) {
+      const index = batch.nextShard++;
+      inFlight.set(index, launch(index).finally(() => inFlight.delete(index)));
+    }
+    if (inFlight.size === 0) break;
+    await Promise.race(inFlight.values());
+  }
+
+  upsertTotals(batch);
+  if (batch.nextShard < batch.listing.shards) {
+    log.info('Continuing batch as new', { batchId: batch.input.batchId, nextShard: batch.nextShard, historyLength: workflowInfo().historyLength });
+    return await continueAsNew<typeof batchInference>(raw, batch);
+  }
+
+  status = 'writing-manifest';
+  const { manifestUri } = await orchestrator.writeManifest({
+    batchId: batch.input.batchId,
+    workflowId: info.workflowId,
+    input: batch.input.input,
+    outputUri: batch.outputUri,
+    model: batch.model,
+    listing: batch.listing,
+    totals: batch.totals,
+    startedAt: batch.startedAt,
+    runs: batch.runs,
+  });
+  const failed = batch.totals.shardsFailed > 0;
+  status = failed ? 'completed-with-errors' : 'completed';
+  upsertMemo({ manifest: manifestUri });
+  log.info('Batch finished', { batchId: batch.input.batchId, images: batch.listing.images, imagesFailed: batch.totals.imagesFailed, shardsFailed: batch.totals.shardsFailed });
+
+  return {
+    batchId: batch.input.batchId,
+    workflowId: info.workflowId,
+    status: failed ? 'completed-with-errors' : 'completed',
+    images: batch.listing.images,
+    imagesFailed: batch.totals.imagesFailed,
+    shards: batch.listing.shards,
+    shardsFailed: batch.totals.shardsFailed,
+    failedShards: batch.totals.failedShards,
+    model: { name: batch.model.name, version: batch.model.version, sha256: batch.model.sha256 },
+    costUsd: batch.totals.costUsd,
+    output: batch.outputUri,
+    manifest: manifestUri,
+    startedAt: batch.startedAt,
+    finishedAt: new Date().toISOString(),
+    runs: batch.runs,
+  };
+}
+
+/** Validates the input, pins the model version and lists the inputs; runs once per batch. */
+async function startBatch(raw: unknown, workflowId: string, startedAt: string): Promise<BatchState> {
+  const input = validateBatchInput(raw, workflowId);
+  upsertSearchAttributes([{ key: attributes.BATCH_ID, value: input.batchId }]);
+
+  // The model is resolved once, here: a later registration or promotion never changes a running batch.
+  const model = await orchestrator.resolveModel(input.model);
+  upsertSearchAttributes([
+    { key: attributes.MODEL, value: `${model.name}@${model.version}` },
+    { key: attributes.MODEL_SHA256, value: model.sha256 },
+  ]);
+
+  const { outputUri, listing } = await orchestrator.listInputs({
+    input: input.input,
+    output: input.output,
+    batchId: input.batchId,
+    shardSize: input.shardSize,
+  });
+  upsertSearchAttributes([{ key: attributes.IMAGES, value: listing.images }]);
+  upsertMemo({ model: `${model.name}@${model.version}`, input: input.input, output: outputUri });
+  log.info('Batch planned', { batchId: input.batchId, images: listing.images, shards: listing.shards, model: `${model.name}@${model.version}` });
+
+  return { input, model, listing, outputUri, nextShard: 0, totals: emptyTotals(), startedAt, runs: 1 };
+}
+
+function shardListingUri(listingUri: string, index: number): string {
+  return `${listingUri}/shard-${String(index).padStart(5, '0')}.txt`;
+}
+
+function recordShard(batch: BatchState, result: ShardResult): void {
+  batch.totals.shardsDone += 1;
+  batch.totals.imagesDone += result.images;
+  batch.totals.imagesFailed += result.failed;
+  batch.totals.costUsd += result.costUsd;
+}
+
+function recordFailedShard(batch: BatchState, index: number, images: number, err: unknown): void {
+  const message = err instanceof ActivityFailure && err.cause ? err.cause.message : String(err);
+  log.warn('Shard failed after its retries', { batchId: batch.input.batchId, shard: index, error: message });
+  batch.totals.shardsFailed += 1;
+  batch.totals.imagesDone += images;
+  batch.totals.imagesFailed += images;
+  if (batch.totals.failedShards.length < MAX_FAILED_SHARDS_LISTED) {
+    batch.totals.failedShards.push({ index, error: message });
+  }
+}
+
+function isBatchFatal(err: unknown): boolean {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  return cause instanceof ApplicationFailure && BATCH_FATAL_TYPES.includes(cause.type ?? '');
+}
+
+function upsertTotals(batch: BatchState): void {
+  upsertSearchAttributes([
+    { key: attributes.IMAGES_FAILED, value: batch.totals.imagesFailed },
+    { key: attributes.COST_USD, value: batch.totals.costUsd },
+  ]);
+}

@@ -1,0 +1,123 @@
+/**
+ * The `batchInference` input: one JSON object, so a batch can be started from the `temporal` CLI
+ * as easily as from code. Validation runs inside the workflow, so it must stay deterministic.
+ */
+import { ApplicationFailure } from '@temporalio/workflow';
+import { GPU_SPOT_TASK_QUEUE } from './names';
+
+export interface BatchInput {
+  /** Images: `s3://bucket/prefix`, `file:///abs/dir`, an absolute folder path, or a manifest file with one image URI per line. */
+  input: string;
+  /** Registered model as `name` (latest version) or `name@version`. */
+  model: string;
+  /** Output root; the batch writes under `<output>/<batchId>/`. Defaults to the worker's results folder. */
+  output?: string;
+  /** Batch id; defaults to the workflow id. Letters, digits, `.`, `_` and `-`, at most 100. */
+  batchId?: string;
+  /** Images per shard activity. @default 200, accepted 1–5000. */
+  shardSize?: number;
+  /** Images between checkpoint heartbeats. @default 25, accepted 1–shardSize. */
+  checkpointEvery?: number;
+  /** Shard activities in flight at once. @default 16, accepted 1–500. */
+  maxConcurrentShards?: number;
+  /** Largest image accepted, in pixels; bigger ones are recorded as failed. @default 100,000,000. */
+  maxPixels?: number;
+  /** Labels kept per image for classification models. @default 5, accepted 1–100. */
+  topK?: number;
+  /** Task queue of the inference workers that run the shards. @default `skynewt-gpu-spot`. */
+  taskQueue?: string;
+}
+
+export type ResolvedBatchInput = Required<Omit<BatchInput, 'output' | 'batchId'>> & {
+  output?: string;
+  batchId: string;
+};
+
+export const BATCH_DEFAULTS = {
+  shardSize: 200,
+  checkpointEvery: 25,
+  maxConcurrentShards: 16,
+  maxPixels: 100_000_000,
+  topK: 5,
+} as const;
+
+const URI_FORMS = 's3://bucket/prefix, file:///abs/path, an absolute path, or a manifest file';
+const MODEL_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$/;
+const BATCH_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+const KNOWN_FIELDS = new Set([
+  'input', 'model', 'output', 'batchId', 'shardSize', 'checkpointEvery', 'maxConcurrentShards', 'maxPixels', 'topK', 'taskQueue',
+]);
+const TASK_QUEUE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$/;
+
+function invalid(message: string): never {
+  throw ApplicationFailure.nonRetryable(message, 'InvalidBatchInput');
+}
+
+function checkUri(field: string, value: unknown): string {
+  if (typeof value !== 'string' || value.trim() === '') {
+    invalid(`Invalid batch input: "${field}" is required and must be a non-empty string: ${URI_FORMS}.`);
+  }
+  const uri = value.trim();
+  const isS3 = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,62}(\/.*)?$/.test(uri);
+  const isFile = uri.startsWith('file:///') || uri.startsWith('/');
+  if (!isS3 && !isFile) {
+    invalid(`Invalid batch input: "${field}" is ${JSON.stringify(value)}; accepted values are ${URI_FORMS}.`);
+  }
+  return uri;
+}
+
+function checkInteger(field: string, value: unknown, min: number, max: number, fallback: number): number {
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    invalid(`Invalid batch input: "${field}" is ${JSON.stringify(value)}; accepted values are integers from ${min} to ${max} (default ${fallback}).`);
+  }
+  return value;
+}
+
+/**
+ * Validates the raw workflow argument and fills in defaults. Throws a non-retryable
+ * `InvalidBatchInput` failure naming the field and the accepted values.
+ */
+export function validateBatchInput(raw: unknown, workflowId: string): ResolvedBatchInput {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    invalid(`Invalid batch input: expected one JSON object such as {"input":"s3://bucket/images","model":"name@version"}, got ${JSON.stringify(raw)}.`);
+  }
+  const fields = raw as Record<string, unknown>;
+  const unknown = Object.keys(fields).filter((key) => !KNOWN_FIELDS.has(key));
+  if (unknown.length > 0) {
+    invalid(`Invalid batch input: unknown field "${unknown[0]}"; accepted fields are ${[...KNOWN_FIELDS].join(', ')}.`);
+  }
+
+  const input = checkUri('input', fields.input);
+  if (typeof fields.model !== 'string' || !MODEL_PATTERN.test(fields.model)) {
+    invalid(`Invalid batch input: "model" is ${JSON.stringify(fields.model)}; expected "name" or "name@version" of a registered model (see skynewt model list).`);
+  }
+  const output = fields.output === undefined ? undefined : checkUri('output', fields.output);
+
+  const batchId = fields.batchId ?? workflowId;
+  if (typeof batchId !== 'string' || !BATCH_ID_PATTERN.test(batchId)) {
+    invalid(`Invalid batch input: "batchId" is ${JSON.stringify(batchId)}; accepted values are 1–100 letters, digits, ".", "_" or "-", starting with a letter or digit.`);
+  }
+
+  const taskQueue = fields.taskQueue ?? GPU_SPOT_TASK_QUEUE;
+  if (typeof taskQueue !== 'string' || !TASK_QUEUE_PATTERN.test(taskQueue)) {
+    invalid(`Invalid batch input: "taskQueue" is ${JSON.stringify(taskQueue)}; expected the name of an inference workers' task queue such as "${GPU_SPOT_TASK_QUEUE}".`);
+  }
+
+  const shardSize = checkInteger('shardSize', fields.shardSize, 1, 5000, BATCH_DEFAULTS.shardSize);
+  const checkpointEvery = checkInteger(
+    'checkpointEvery', fields.checkpointEvery, 1, shardSize, Math.min(BATCH_DEFAULTS.checkpointEvery, shardSize),
+  );
+  return {
+    input,
+    model: fields.model,
+    output,
+    batchId,
+    shardSize,
+    checkpointEvery,
+    maxConcurrentShards: checkInteger('maxConcurrentShards', fields.maxConcurrentShards, 1, 500, BATCH_DEFAULTS.maxConcurrentShards),
+    maxPixels: checkInteger('maxPixels', fields.maxPixels, 1, 1_000_000_000, BATCH_DEFAULTS.maxPixels),
+    topK: checkInteger('topK', fields.topK, 1, 100, BATCH_DEFAULTS.topK),
+    taskQueue,
+  };
+}

@@ -1,0 +1,2 @@
+/** Workflows registered by the orchestrator worker. */
+export { batchInference, progressQuery } from './batch-inference';
