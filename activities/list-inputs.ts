@@ -42,17 +42,23 @@ export function createListInputs(deps: { store: ObjectStore; resultsRoot: string
 
     const flush = async () => {
       const name = `shard-${String(shards).padStart(5, '0')}.txt`;
-      await deps.store.put(joinUri(listingUri, name), chunk.join('\n') + '\n', { contentType: 'text/plain' });
+      await deps.store.put(joinUri(listingUri, name), chunk.join('\n') + '\n', { contentType: 'text/plain' }).catch((err: unknown) => {
+        throw missingBucket(err, 'output', outputUri);
+      });
       shards += 1;
       chunk = [];
       Context.current().heartbeat({ images, shards });
     };
 
-    for await (const uri of enumerateInputs(deps.store, request.input)) {
-      chunk.push(uri);
-      hash.update(uri + '\n');
-      images += 1;
-      if (chunk.length === request.shardSize) await flush();
+    try {
+      for await (const uri of enumerateInputs(deps.store, request.input)) {
+        chunk.push(uri);
+        hash.update(uri + '\n');
+        images += 1;
+        if (chunk.length === request.shardSize) await flush();
+      }
+    } catch (err) {
+      throw missingBucket(err, 'input', request.input);
     }
     if (chunk.length > 0) await flush();
 
@@ -64,6 +70,14 @@ export function createListInputs(deps: { store: ObjectStore; resultsRoot: string
     log.info('Inputs listed', { batchId: request.batchId, images, shards, listing: listingUri });
     return { outputUri, listing: { uri: listingUri, images, shards, sha256: hash.digest('hex') } };
   };
+}
+
+/** A missing bucket is a mistake in the batch input, which no retry can fix. */
+function missingBucket(err: unknown, field: 'input' | 'output', uri: string): unknown {
+  if (err instanceof Error && err.name === 'NoSuchBucket') {
+    return invalidInput(`Invalid batch input: the bucket of "${field}" ${uri} does not exist; create it or give another ${field}.`);
+  }
+  return err;
 }
 
 /** Yields image URIs in a stable order: folder and prefix listings sorted, manifests as written. */

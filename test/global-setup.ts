@@ -44,12 +44,20 @@ export default async function setup(project: TestProject): Promise<() => Promise
     headless: true,
     logFile: path.join(scratchDir, 'temporal.log'),
   });
-  const moto = await startMoto({ logFile: path.join(scratchDir, 'moto.log') });
-  process.env.AWS_ENDPOINT_URL = moto.endpoint;
-
-  const { code } = await bundleWorkflowCode({ workflowsPath: path.join(REPO_ROOT, 'workflows', 'index.ts') });
-  const workflowBundlePath = path.join(scratchDir, 'workflow-bundle.js');
-  writeFileSync(workflowBundlePath, code);
+  let moto;
+  let workflowBundlePath;
+  try {
+    moto = await startMoto({ logFile: path.join(scratchDir, 'moto.log') });
+    process.env.AWS_ENDPOINT_URL = moto.endpoint;
+    const { code } = await bundleWorkflowCode({ workflowsPath: path.join(REPO_ROOT, 'workflows', 'index.ts') });
+    workflowBundlePath = path.join(scratchDir, 'workflow-bundle.js');
+    writeFileSync(workflowBundlePath, code);
+  } catch (err) {
+    // Vitest runs no teardown when setup throws, so stop what already started.
+    await moto?.stop();
+    await server.stop();
+    throw err;
+  }
 
   project.provide('temporalAddress', server.address);
   project.provide('motoEndpoint', moto.endpoint);

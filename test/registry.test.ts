@@ -72,7 +72,7 @@ describe('nextVersion', () => {
   });
 });
 
-/** Checks shared by every ModelRegistry; `prefix` keeps model names unique per implementation. */
+/** Defines the checks shared by every ModelRegistry. `prefix` keeps model names unique per implementation. */
 function registryContract(label: string, open: () => ModelRegistry, prefix: string): void {
   describe(`${label} contract`, () => {
     it('registers and reads back the artifact', async () => {
@@ -145,6 +145,21 @@ function registryContract(label: string, open: () => ModelRegistry, prefix: stri
         } else {
           expect(outcome.value.model).toEqual(stored);
         }
+      }
+    });
+
+    it('concurrent auto versions are distinct', async () => {
+      const registry = open();
+      const name = `${prefix}-auto-race`;
+      const results = await Promise.all([
+        registry.register(request(name)),
+        registry.register(request(name, { bytes: otherBytes })),
+      ]);
+      expect(results.map((result) => result.created)).toEqual([true, true]);
+      expect(results.map((result) => result.model.version).sort()).toEqual(['1', '2']);
+      for (const result of results) {
+        const bytes = await registry.readArtifact(await registry.get(name, result.model.version));
+        expect(sha256Hex(bytes)).toBe(result.model.sha256);
       }
     });
 

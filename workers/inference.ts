@@ -67,6 +67,7 @@ export async function runInferenceWorker(): Promise<void> {
   const worker = await createInferenceWorker({
     connection,
     namespace: config.namespace,
+    taskQueue: config.inferenceTaskQueue,
     store: createObjectStore(),
     registry: openRegistry(),
     runner,
@@ -75,7 +76,7 @@ export async function runInferenceWorker(): Promise<void> {
     prewarmModels: config.prewarmModels,
   });
   console.log(
-    `${WORKER_READY_MARKER} inference taskQueue=${GPU_SPOT_TASK_QUEUE} host=${capacity.host} lifecycle=${capacity.lifecycle} models=${config.prewarmModels.join(',') || 'none'}`,
+    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} models=${config.prewarmModels.join(',') || 'none'}`,
   );
   try {
     await worker.run();

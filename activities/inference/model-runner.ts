@@ -3,12 +3,12 @@
  * and inference run off the event loop that heartbeats activities and polls Temporal.
  */
 import { createHash } from 'node:crypto';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type * as Ort from 'onnxruntime-node';
 import type { ModelVersion } from '../types';
 import {
   MODEL_THREAD_ROLE,
+  modelThreadEntry,
   transferList,
   type ModelThreadOptions,
   type ModelThreadReady,
@@ -17,14 +17,14 @@ import {
 } from './model-thread';
 
 export interface ModelRunnerOptions {
-  /** Threads ONNX Runtime uses inside one operator; ONNX Runtime picks a default when unset. */
+  /** Number of threads ONNX Runtime uses inside one operator, or its own default when unset. */
   intraOpThreads?: number;
   /** ONNX Runtime execution providers in order of preference, e.g. `['cpu']`. */
   executionProviders?: string[];
 }
 
 export interface LoadResult {
-  /** Time the model thread spent creating the session, in ms; 0 when cached. */
+  /** Time the model thread spent creating the session in ms, or 0 when cached. */
   loadMs: number;
   cached: boolean;
 }
@@ -121,9 +121,13 @@ export class ModelRunner {
 
     // A Buffer often views a shared pool, so the thread gets a copy that is safe to transfer.
     const copy = new Uint8Array(bytes);
-    const loading = this.call(thread, { id: 0, type: 'load', sha256: expected, bytes: copy }, [copy.buffer]).then(
-      (reply) => (reply.ok && reply.type === 'load' ? reply.loadMs : 0),
-    );
+    const request: ModelThreadRequest = { id: 0, type: 'load', sha256: expected, bytes: copy };
+    const loading = this.call(thread, request, [copy.buffer]).then((reply) => {
+      if (!reply.ok || reply.type !== 'load') {
+        throw new Error(`model thread sent an unexpected reply to load for model ${expected}`);
+      }
+      return reply.loadMs;
+    });
     thread.loading.set(expected, loading);
     try {
       const loadMs = await loading;
@@ -141,9 +145,9 @@ export class ModelRunner {
 
   /**
    * Runs a loaded model with `tensor` as its first input and returns its first output, which
-   * must be float32. The tensor's
-   * buffer is transferred to the model thread, so the caller's array is empty (detached)
-   * afterwards, unless it is a view into a larger or shared buffer, which is copied instead.
+   * must be float32. The tensor's buffer is transferred to the model thread, so the caller's
+   * array is empty (detached) afterwards, unless it is a view into a larger or shared buffer,
+   * which is copied instead.
    */
   async run(sha256: string, tensor: Float32Array, dims: number[]): Promise<RunResult> {
     const elements = dims.reduce((product, dim) => product * dim, 1);
@@ -191,7 +195,7 @@ export class ModelRunner {
   }
 
   private spawnThread(): ThreadHandle {
-    const entry = threadEntry();
+    const entry = modelThreadEntry();
     const workerData: ModelThreadOptions = { role: MODEL_THREAD_ROLE, ...this.options };
     const worker = new Worker(entry.file, { execArgv: entry.execArgv, workerData });
 
@@ -255,7 +259,7 @@ export class ModelRunner {
     return thread;
   }
 
-  /** Sends one request and resolves with the thread's successful reply. */
+  /** Sends one request under a fresh id and resolves with the thread's successful reply. */
   private call(thread: ThreadHandle, request: ModelThreadRequest, transfer: ArrayBuffer[]): Promise<ModelThreadReply> {
     const id = this.nextId++;
     return new Promise<ModelThreadReply>((resolve, reject) => {
@@ -293,38 +297,4 @@ export class ModelRunner {
       thread.worker.unref();
     }
   }
-}
-
-/**
- * Locates model-thread next to this file: `.ts` when run from source under tsx or vitest,
- * `.js` when compiled.
- */
-function threadEntry(): { file: string; execArgv: string[] } {
-  const extension = path.extname(__filename);
-  const file = path.join(__dirname, `model-thread${extension}`);
-  return { file, execArgv: extension === '.ts' ? typeScriptExecArgv() : [...process.execArgv] };
-}
-
-/**
- * Returns the parent's execArgv with tsx's CommonJS hook in place of its ESM loader. On
- * Node 20.20, a worker started with tsx's `--import` loader rejects a `.ts` entry file with
- * "Unknown file extension", while tsx's `--require` hook loads it.
- * NOTE: other `--import` flags are kept and may cause the same failure.
- */
-function typeScriptExecArgv(): string[] {
-  const args: string[] = [];
-  const parentArgs = process.execArgv;
-  for (let i = 0; i < parentArgs.length; i++) {
-    const arg = parentArgs[i];
-    if (arg === '--import' && parentArgs[i + 1]?.includes('tsx')) {
-      i++;
-      continue;
-    }
-    if (arg.startsWith('--import=') && arg.includes('tsx')) {
-      continue;
-    }
-    args.push(arg);
-  }
-  args.push('--require', require.resolve('tsx/cjs'));
-  return args;
 }

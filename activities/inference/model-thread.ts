@@ -4,6 +4,7 @@
  * activity worker's event loop. ModelRunner in model-runner.ts starts and drives this file.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type * as Ort from 'onnxruntime-node';
 
@@ -33,7 +34,7 @@ export interface ModelThreadReady {
 
 function startThread(port: MessagePort, options: ModelThreadOptions): void {
   // Required here rather than imported at the top, so that loading this file in the main
-  // thread (ModelRunner imports transferList) does not load the native addon.
+  // thread (ModelRunner imports the helpers below) does not load the native addon.
   const ort = require('onnxruntime-node') as typeof Ort;
   const sessions = new Map<string, Ort.InferenceSession>();
 
@@ -116,6 +117,39 @@ export function transferList(array: ArrayBufferView): ArrayBuffer[] {
     return [];
   }
   return [buffer];
+}
+
+/**
+ * Returns the file and execArgv that start this file as a worker thread. `__filename` is this
+ * file: `.ts` when run from source under tsx or vitest, `.js` when compiled.
+ */
+export function modelThreadEntry(): { file: string; execArgv: string[] } {
+  const isTypeScript = path.extname(__filename) === '.ts';
+  return { file: __filename, execArgv: isTypeScript ? typeScriptExecArgv() : [...process.execArgv] };
+}
+
+/**
+ * Returns the parent's execArgv with tsx's CommonJS hook in place of its ESM loader. On
+ * Node 20.20, a worker started with tsx's `--import` loader rejects a `.ts` entry file with
+ * "Unknown file extension", while tsx's `--require` hook loads it.
+ * NOTE: other `--import` flags are kept and may cause the same failure.
+ */
+function typeScriptExecArgv(): string[] {
+  const args: string[] = [];
+  const parentArgs = process.execArgv;
+  for (let i = 0; i < parentArgs.length; i++) {
+    const arg = parentArgs[i];
+    if (arg === '--import' && parentArgs[i + 1]?.includes('tsx')) {
+      i++;
+      continue;
+    }
+    if (arg.startsWith('--import=') && arg.includes('tsx')) {
+      continue;
+    }
+    args.push(arg);
+  }
+  args.push('--require', require.resolve('tsx/cjs'));
+  return args;
 }
 
 // Test runners may load this file inside their own worker threads, so the role marker, not

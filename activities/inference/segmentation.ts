@@ -83,7 +83,7 @@ export function findRegions(
     const bottom = clamp(Math.round((maxY + 1) * scaleY), top + 1, origHeight);
     regions.push({
       box: [left, top, right - left, bottom - top],
-      area: Math.round(count * areaScale),
+      area: Math.max(1, Math.round(count * areaScale)),
       meanScore: scoreSum / count,
     });
   }

@@ -2,8 +2,8 @@
  * Model registry in a DynamoDB table, with artifacts in an object store (normally S3), for
  * deployments where workers on many hosts share one registry.
  *
- * Table schema: partition key `name` (S), sort key `version` (S). Each item holds one
- * ModelVersion; `preprocess` and `labels` are stored as JSON strings, the numbers as N.
+ * Table schema: partition key `name` (S), sort key `version` (S). Each item contains one
+ * ModelVersion, with `preprocess` and `labels` as JSON strings and the numbers as N.
  */
 
 import {
@@ -22,17 +22,18 @@ import { sha256Hex } from '../storage/hash';
 import type { ObjectStore } from '../storage/object-store';
 import { joinUri, parseUri } from '../storage/uri';
 import type { ModelVersion } from '../types';
-import { ModelNotFound, ModelVersionConflict } from './errors';
+import { ModelNotFound } from './errors';
 import {
-  AUTO_VERSION_ATTEMPTS,
   buildModelVersion,
   compareModelVersions,
-  nextVersion,
+  compareWithExisting,
   pickLatest,
+  registerVersion,
   validateModelName,
   validateModelVersion,
   validateRegisterRequest,
   type ModelRegistry,
+  type PublishOutcome,
   type RegisterRequest,
   type RegisterResult,
 } from './model-registry';
@@ -42,14 +43,11 @@ type Item = Record<string, AttributeValue>;
 export interface DynamoRegistryOptions {
   client: DynamoDBClient;
   table: string;
-  /** Store for the artifacts; it must handle the scheme of `artifactPrefix`. */
+  /** Store for the artifacts, which must handle the scheme of `artifactPrefix`. */
   store: ObjectStore;
-  /** Folder for artifacts, e.g. `s3://bucket/models`; each goes to `<name>/<version>/<sha256>.onnx`. */
+  /** Folder for artifacts, e.g. `s3://bucket/models`. Each artifact goes to `<name>/<version>/<sha256>.onnx` below it. */
   artifactPrefix: string;
 }
-
-/** Either the outcome of a register, or the record that already holds the version with other bytes. */
-type PublishOutcome = { result: RegisterResult } | { conflict: ModelVersion };
 
 export class DynamoRegistry implements ModelRegistry {
   private readonly client: DynamoDBClient;
@@ -68,27 +66,10 @@ export class DynamoRegistry implements ModelRegistry {
   async register(request: RegisterRequest): Promise<RegisterResult> {
     validateRegisterRequest(request);
     const sha256 = sha256Hex(request.bytes);
-
-    if (request.version !== undefined) {
-      const outcome = await this.publish(request, request.version, sha256);
-      if ('conflict' in outcome) {
-        throw new ModelVersionConflict(request.name, request.version, outcome.conflict.sha256, sha256);
-      }
-      return outcome.result;
-    }
-
-    // A concurrent register may take the number picked here; then pick the next one and retry.
-    for (let attempt = 1; attempt <= AUTO_VERSION_ATTEMPTS; attempt++) {
-      const version = nextVersion(await this.versionLabels(request.name));
-      const outcome = await this.publish(request, version, sha256);
-      if ('result' in outcome) {
-        return outcome.result;
-      }
-    }
-    throw new Error(
-      `Model ${request.name}: could not pick a version number after ${AUTO_VERSION_ATTEMPTS} attempts ` +
-        `because concurrent registers kept taking it; pass an explicit version.`,
-    );
+    return registerVersion(request, sha256, {
+      publish: (version) => this.publish(request, version, sha256),
+      versionLabels: () => this.versionLabels(request.name),
+    });
   }
 
   async get(name: string, version?: string): Promise<ModelVersion> {
@@ -245,10 +226,6 @@ export async function ensureRegistryTable(client: DynamoDBClient, table: string,
   }
   // The waiter succeeds only once DescribeTable reports TableStatus ACTIVE.
   await waitUntilTableExists({ client, maxWaitTime: maxWaitSeconds }, { TableName: table });
-}
-
-function compareWithExisting(existing: ModelVersion, sha256: string): PublishOutcome {
-  return existing.sha256 === sha256 ? { result: { model: existing, created: false } } : { conflict: existing };
 }
 
 function toItem(model: ModelVersion): Item {

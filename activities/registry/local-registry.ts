@@ -11,30 +11,28 @@ import { FileStore } from '../storage/file-store';
 import { sha256Hex } from '../storage/hash';
 import { toFileUri } from '../storage/uri';
 import type { ModelVersion } from '../types';
-import { ModelNotFound, ModelVersionConflict } from './errors';
+import { ModelNotFound } from './errors';
 import {
-  AUTO_VERSION_ATTEMPTS,
   buildModelVersion,
   compareModelVersions,
+  compareWithExisting,
   MODEL_NAME_PATTERN,
   MODEL_VERSION_PATTERN,
-  nextVersion,
   pickLatest,
+  registerVersion,
   validateModelName,
   validateModelVersion,
   validateRegisterRequest,
   type ModelRegistry,
+  type PublishOutcome,
   type RegisterRequest,
   type RegisterResult,
 } from './model-registry';
 
 const ARTIFACT_FILE = 'model.onnx';
 const RECORD_FILE = 'model.json';
-/** Prefix of the folders where a version is assembled; it cannot match a version name. */
+/** Prefix of the folders where a version is assembled. Versions cannot start with `.`, so it never matches one. */
 const STAGING_PREFIX = '.staging-';
-
-/** Either the outcome of a register, or the record that already holds the version with other bytes. */
-type PublishOutcome = { result: RegisterResult } | { conflict: ModelVersion };
 
 export class LocalRegistry implements ModelRegistry {
   /** Absolute path of the registry folder. */
@@ -48,27 +46,10 @@ export class LocalRegistry implements ModelRegistry {
   async register(request: RegisterRequest): Promise<RegisterResult> {
     validateRegisterRequest(request);
     const sha256 = sha256Hex(request.bytes);
-
-    if (request.version !== undefined) {
-      const outcome = await this.publish(request, request.version, sha256);
-      if ('conflict' in outcome) {
-        throw new ModelVersionConflict(request.name, request.version, outcome.conflict.sha256, sha256);
-      }
-      return outcome.result;
-    }
-
-    // A concurrent register may take the number picked here; then pick the next one and retry.
-    for (let attempt = 1; attempt <= AUTO_VERSION_ATTEMPTS; attempt++) {
-      const version = nextVersion(await this.versionLabels(request.name));
-      const outcome = await this.publish(request, version, sha256);
-      if ('result' in outcome) {
-        return outcome.result;
-      }
-    }
-    throw new Error(
-      `Model ${request.name}: could not pick a version number after ${AUTO_VERSION_ATTEMPTS} attempts ` +
-        `because concurrent registers kept taking it; pass an explicit version.`,
-    );
+    return registerVersion(request, sha256, {
+      publish: (version) => this.publish(request, version, sha256),
+      versionLabels: () => this.versionLabels(request.name),
+    });
   }
 
   async get(name: string, version?: string): Promise<ModelVersion> {
@@ -189,10 +170,6 @@ export class LocalRegistry implements ModelRegistry {
       throw error;
     }
   }
-}
-
-function compareWithExisting(existing: ModelVersion, sha256: string): PublishOutcome {
-  return existing.sha256 === sha256 ? { result: { model: existing, created: false } } : { conflict: existing };
 }
 
 /** Writes a new file and flushes it to disk before the caller publishes it with a rename. */

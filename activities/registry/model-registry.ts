@@ -1,14 +1,15 @@
 /**
  * The model registry contract and the rules that every implementation shares: name and version
- * syntax, request validation, default version numbers and latest-version resolution.
+ * syntax, request validation, the register flow with default version numbers, and latest-version
+ * resolution.
  */
 
 import type { ModelTask, ModelVersion, PreprocessSpec } from '../types';
-import { InvalidModelName, InvalidModelSpec } from './errors';
+import { InvalidModelName, InvalidModelSpec, ModelVersionConflict } from './errors';
 
 export interface RegisterRequest {
   name: string;
-  /** Version label; when omitted, the next integer after the highest numeric version. */
+  /** Version label. When omitted, the next integer after the highest all-digit version. */
   version?: string;
   task: ModelTask;
   /** The ONNX file's bytes. */
@@ -32,7 +33,7 @@ export interface ModelRegistry {
    * bytes under an existing version reject with ModelVersionConflict.
    */
   register(request: RegisterRequest): Promise<RegisterResult>;
-  /** Returns one version, or the latest by createdAt when `version` is omitted; rejects with ModelNotFound. */
+  /** Returns one version, or the latest by createdAt when `version` is omitted. Rejects with ModelNotFound. */
   get(name: string, version?: string): Promise<ModelVersion>;
   /** Lists versions of one model, or of all models, sorted by name, then createdAt, then version. */
   list(name?: string): Promise<ModelVersion[]>;
@@ -47,7 +48,52 @@ export const MODEL_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const MODEL_VERSION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Attempts of an auto-numbered register when concurrent registers keep taking the number. */
-export const AUTO_VERSION_ATTEMPTS = 5;
+const AUTO_VERSION_ATTEMPTS = 5;
+
+/** Either the outcome of a register, or the existing record of the version when its bytes differ. */
+export type PublishOutcome = { result: RegisterResult } | { conflict: ModelVersion };
+
+/** Storage steps that registerVersion needs from a registry implementation. */
+export interface VersionPublisher {
+  /** Stores the version unless it exists, atomically with respect to concurrent publishers. */
+  publish(version: string): Promise<PublishOutcome>;
+  /** Returns the versions registered under the request's model name. */
+  versionLabels(): Promise<string[]>;
+}
+
+/**
+ * Registers the request's version, or the next free number when the request names none. A
+ * conflict on an explicit version rejects with ModelVersionConflict. A conflict on a picked
+ * number means a concurrent register took it, so the next number is tried.
+ */
+export async function registerVersion(request: RegisterRequest, sha256: string, publisher: VersionPublisher): Promise<RegisterResult> {
+  if (request.version !== undefined) {
+    const outcome = await publisher.publish(request.version);
+    if ('conflict' in outcome) {
+      throw new ModelVersionConflict(request.name, request.version, outcome.conflict.sha256, sha256);
+    }
+    return outcome.result;
+  }
+
+  for (let attempt = 1; attempt <= AUTO_VERSION_ATTEMPTS; attempt++) {
+    const outcome = await publisher.publish(nextVersion(await publisher.versionLabels()));
+    if ('result' in outcome) {
+      return outcome.result;
+    }
+  }
+  throw new Error(
+    `Model ${request.name}: could not pick a version number after ${AUTO_VERSION_ATTEMPTS} attempts ` +
+      `because concurrent registers kept taking it. Pass an explicit version.`,
+  );
+}
+
+/** Returns the existing record as an idempotent result when its sha256 matches, else as a conflict. */
+export function compareWithExisting(existing: ModelVersion, sha256: string): PublishOutcome {
+  if (existing.sha256 === sha256) {
+    return { result: { model: existing, created: false } };
+  }
+  return { conflict: existing };
+}
 
 export function validateModelName(name: string): void {
   if (typeof name !== 'string' || !MODEL_NAME_PATTERN.test(name)) {
@@ -70,7 +116,7 @@ export function validateRegisterRequest(request: RegisterRequest): void {
 
   const reference = `Model ${request.name}`;
   if (request.task !== 'segmentation' && request.task !== 'classification') {
-    throw new InvalidModelSpec(`${reference}: invalid task ${JSON.stringify(request.task)}; expected segmentation or classification.`);
+    throw new InvalidModelSpec(`${reference}: invalid task ${JSON.stringify(request.task)}. Expected segmentation or classification.`);
   }
   if (!Buffer.isBuffer(request.bytes) || request.bytes.length === 0) {
     throw new InvalidModelSpec(`${reference}: the ONNX file is empty.`);
@@ -79,24 +125,24 @@ export function validateRegisterRequest(request: RegisterRequest): void {
   const { width, height, mean, std } = request.preprocess ?? {};
   for (const [field, value] of [['width', width], ['height', height]] as const) {
     if (!Number.isInteger(value) || (value as number) <= 0) {
-      throw new InvalidModelSpec(`${reference}: invalid preprocess.${field} ${JSON.stringify(value)}; expected a positive integer of pixels.`);
+      throw new InvalidModelSpec(`${reference}: invalid preprocess.${field} ${JSON.stringify(value)}. Expected a positive integer of pixels.`);
     }
   }
   if (!isTriple(mean)) {
-    throw new InvalidModelSpec(`${reference}: invalid preprocess.mean ${JSON.stringify(mean)}; expected three finite numbers in RGB order.`);
+    throw new InvalidModelSpec(`${reference}: invalid preprocess.mean ${JSON.stringify(mean)}. Expected three finite numbers in RGB order.`);
   }
   if (!isTriple(std) || std.some((value) => value <= 0)) {
-    throw new InvalidModelSpec(`${reference}: invalid preprocess.std ${JSON.stringify(std)}; expected three positive numbers in RGB order.`);
+    throw new InvalidModelSpec(`${reference}: invalid preprocess.std ${JSON.stringify(std)}. Expected three positive numbers in RGB order.`);
   }
 
   if (!Array.isArray(request.labels) || request.labels.some((label) => typeof label !== 'string')) {
     throw new InvalidModelSpec(`${reference}: labels must be an array of strings.`);
   }
   if (typeof request.threshold !== 'number' || !(request.threshold >= 0 && request.threshold <= 1)) {
-    throw new InvalidModelSpec(`${reference}: invalid threshold ${JSON.stringify(request.threshold)}; expected a probability from 0 to 1.`);
+    throw new InvalidModelSpec(`${reference}: invalid threshold ${JSON.stringify(request.threshold)}. Expected a probability from 0 to 1.`);
   }
   if (typeof request.createdBy !== 'string' || request.createdBy.trim() === '') {
-    throw new InvalidModelSpec(`${reference}: createdBy is missing; pass the user or service that registers the model.`);
+    throw new InvalidModelSpec(`${reference}: createdBy is missing. Pass the user or service that registers the model.`);
   }
 }
 
@@ -115,7 +161,7 @@ export function nextVersion(existingVersions: string[]): string {
   return (highest + 1n).toString();
 }
 
-/** Builds the record stored for a new version; createdAt is the current time in ISO 8601 UTC. */
+/** Builds the record stored for a new version, with createdAt set to the current time in ISO 8601 UTC. */
 export function buildModelVersion(
   request: RegisterRequest,
   version: string,
@@ -164,11 +210,17 @@ export function pickLatest(versions: ModelVersion[]): ModelVersion | undefined {
 function compareVersionLabels(a: string, b: string): number {
   if (/^[0-9]+$/.test(a) && /^[0-9]+$/.test(b)) {
     const difference = BigInt(a) - BigInt(b);
-    return difference < 0n ? -1 : difference > 0n ? 1 : 0;
+    if (difference < 0n) {
+      return -1;
+    }
+    return difference > 0n ? 1 : 0;
   }
   return compareText(a, b);
 }
 
 function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
+  if (a < b) {
+    return -1;
+  }
+  return a > b ? 1 : 0;
 }

@@ -15,9 +15,9 @@ import { LocalRegistry } from './local-registry';
 import type { ModelRegistry } from './model-registry';
 
 export interface OpenRegistryDeps {
-  /** Client for the registry table; by default one for AWS_REGION, or us-east-1 when unset. */
+  /** Client for the registry table. The default client uses AWS_REGION, or us-east-1 when it is unset. */
   dynamo?: DynamoDBClient;
-  /** Store for artifacts; by default createObjectStore(). */
+  /** Store for artifacts, by default createObjectStore(). */
   store?: ObjectStore;
 }
 

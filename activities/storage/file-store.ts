@@ -10,7 +10,7 @@ import { sha256Hex } from './hash';
 import type { ObjectEntry, ObjectStore, PutOptions, StoredObject } from './object-store';
 import { parseUri, toFileUri } from './uri';
 
-/** Name prefix of the temporary files that `put` renames into place; `list` skips them. */
+/** Name prefix of the temporary files that `put` renames into place. `list` skips them. */
 const TEMP_PREFIX = '.skynewt-tmp-';
 
 export class FileStore implements ObjectStore {
@@ -75,7 +75,7 @@ export class FileStore implements ObjectStore {
     }
   }
 
-  /** Deletes a file; deleting a missing file succeeds, as it does on S3. */
+  /** Deletes a file. Deleting a missing file succeeds, as it does on S3. */
   async delete(uri: string): Promise<void> {
     try {
       await fs.unlink(toLocalPath(uri));
@@ -89,7 +89,7 @@ export class FileStore implements ObjectStore {
 
 interface WalkChild {
   path: string;
-  /** URI of the child, with a trailing `/` for folders; sorting by it yields URI order overall. */
+  /** URI of the child, with a trailing `/` for folders, so that sorting by it yields URI order overall. */
   sortKey: string;
   isFolder: boolean;
 }
@@ -132,7 +132,7 @@ async function* walk(folder: string, signal?: AbortSignal): AsyncGenerator<Objec
     const uri = toFileUri(childPath);
     children.push({ path: childPath, sortKey: isFolder ? `${uri}/` : uri, isFolder });
   }
-  children.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+  children.sort(compareSortKeys);
 
   for (const child of children) {
     if (child.isFolder) {
@@ -145,6 +145,14 @@ async function* walk(folder: string, signal?: AbortSignal): AsyncGenerator<Objec
       yield { uri: child.sortKey, size: stats.size };
     }
   }
+}
+
+/** Compares by UTF-16 code units, which for the ASCII-only file URIs is byte order. */
+function compareSortKeys(a: WalkChild, b: WalkChild): number {
+  if (a.sortKey < b.sortKey) {
+    return -1;
+  }
+  return a.sortKey > b.sortKey ? 1 : 0;
 }
 
 function toLocalPath(uri: string): string {

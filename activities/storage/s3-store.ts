@@ -59,7 +59,7 @@ export class S3Store implements ObjectStore {
   /**
    * Lists the keys under a prefix in S3's key order (UTF-8 binary), following continuation
    * tokens. A prefix that does not end in `/` is treated as a folder, so `s3://b/p` lists keys
-   * under `p/` and never `p2/...`; the bucket root lists every key. Folder markers are skipped.
+   * under `p/` but not `p2/...`. The bucket root lists every key. Folder markers are skipped.
    */
   async *list(prefixUri: string, signal?: AbortSignal): AsyncIterable<ObjectEntry> {
     const parsed = parseUri(prefixUri);
@@ -107,7 +107,7 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  /** Deletes an object; deleting a missing key succeeds, as S3 itself reports. */
+  /** Deletes an object. Deleting a missing key succeeds, because S3 reports success for it. */
   async delete(uri: string): Promise<void> {
     const { bucket, key } = toObjectLocation(uri);
     await this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));

@@ -11,7 +11,7 @@ import { S3Store } from './s3-store';
 import { parseUri } from './uri';
 
 export interface ObjectStoreOptions {
-  /** Client for `s3://` URIs; when absent, one is made with createS3Client() on first S3 use. */
+  /** Client for `s3://` URIs. When absent, createS3Client() makes one on first S3 use. */
   s3?: S3Client;
 }
 

@@ -59,7 +59,7 @@ function parseFileUri(uri: string): string {
   }
 }
 
-/** Formats a parsed URI; file paths come back as `file://` URIs. */
+/** Formats a parsed URI. File paths come back as `file://` URIs. */
 export function formatUri(parsed: ParsedUri): string {
   if (parsed.scheme === 'file') {
     return toFileUri(parsed.path);

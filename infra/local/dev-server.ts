@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Connection } from '@temporalio/client';
-import { isPortFree } from './ports';
+import { acceptsConnections, isPortFree } from './ports';
 import { readLogTail, spawnLogged, stopPid, watchExit } from './process-control';
 import { resolveTemporalCli } from './temporal-cli';
 
@@ -39,6 +39,7 @@ const INDEXED_VALUE_TYPES: Record<SearchAttributeTypeName, number> = {
 
 const READY_TIMEOUT_MS = 60_000;
 const RETRY_INTERVAL_MS = 250;
+const TCP_PROBE_INTERVAL_MS = 50;
 const STOP_GRACE_MS = 10_000;
 
 export interface DevServerOptions {
@@ -119,12 +120,19 @@ function buildArgs(cli: string, options: DevServerOptions, grpcPort: number, uiP
 }
 
 /** Connects once the frontend answers getSystemInfo; the caller closes the returned connection. */
-async function connectWhenReady(address: string, deadline: number, exitStatus: () => string | null): Promise<Connection> {
+async function connectWhenReady(port: number, deadline: number, exitStatus: () => string | null): Promise<Connection> {
+  const address = `127.0.0.1:${port}`;
   let lastError: unknown = null;
   while (Date.now() < deadline) {
     const exit = exitStatus();
     if (exit !== null) {
       throw new Error(`temporal server start-dev exited (${exit}) before accepting connections on ${address}.`);
+    }
+    // A gRPC connect attempt against a closed port waits out its whole connectTimeout, so probe TCP first.
+    if (!(await acceptsConnections(port))) {
+      lastError = new Error(`nothing accepts TCP connections on ${address}`);
+      await sleep(TCP_PROBE_INTERVAL_MS);
+      continue;
     }
     try {
       const connection = await Connection.connect({ address, connectTimeout: 1_000 });
@@ -178,8 +186,11 @@ async function ensureSearchAttributes(
   }
 
   const missing = SEARCH_ATTRIBUTES.filter((attribute) => registered[attribute.name] === undefined);
+  if (missing.length > 0) {
+    const names = missing.map((attribute) => `${attribute.name} (${attribute.type})`).join(', ');
+    console.info(`dev-server: registering search attributes missing from namespace "${namespace}": ${names}`);
+  }
   for (const attribute of missing) {
-    console.info(`dev-server: registering missing search attribute ${attribute.name} (${attribute.type}) in "${namespace}"`);
     const args = ['operator', 'search-attribute', 'create', '--address', address, '--namespace', namespace];
     args.push('--name', attribute.name, '--type', attribute.type);
     try {
@@ -238,7 +249,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
 
   const deadline = Date.now() + READY_TIMEOUT_MS;
   try {
-    const connection = await connectWhenReady(address, deadline, exitStatus);
+    const connection = await connectWhenReady(grpcPort, deadline, exitStatus);
     try {
       await ensureSearchAttributes(connection, cli, address, namespace, deadline);
     } finally {

@@ -41,3 +41,17 @@ export function isPortFree(port: number): Promise<boolean> {
     });
   });
 }
+
+/** Resolves true when a TCP connection to 127.0.0.1:port opens within `timeoutMs`; the connection is closed at once. */
+export function acceptsConnections(port: number, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: LOOPBACK, port });
+    const finish = (accepted: boolean): void => {
+      socket.destroy();
+      resolve(accepted);
+    };
+    socket.setTimeout(timeoutMs, () => finish(false));
+    socket.once('connect', () => finish(true));
+    socket.once('error', () => finish(false));
+  });
+}

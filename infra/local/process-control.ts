@@ -197,6 +197,14 @@ export async function spawnLogged(
   });
   if (options.detached === true) {
     child.unref();
+  } else {
+    // A child that is not detached belongs to the caller, so it gets SIGTERM when the caller exits
+    // (a failed test setup, for example) instead of living on as an orphan. Killing signals skip this hook.
+    const endChild = (): void => {
+      child.kill('SIGTERM');
+    };
+    process.once('exit', endChild);
+    child.once('exit', () => process.removeListener('exit', endChild));
   }
   return child as ChildProcess & { pid: number };
 }
