@@ -49,6 +49,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   try {
     moto = await startMoto({ logFile: path.join(scratchDir, 'moto.log') });
     process.env.AWS_ENDPOINT_URL = moto.endpoint;
+    process.env.SKYNEWT_MOTO_ENDPOINT = moto.endpoint;
     const { code } = await bundleWorkflowCode({ workflowsPath: path.join(REPO_ROOT, 'workflows', 'index.ts') });
     workflowBundlePath = path.join(scratchDir, 'workflow-bundle.js');
     writeFileSync(workflowBundlePath, code);

@@ -97,7 +97,7 @@ export interface TestStack {
  * Runs an orchestrator worker and an inference worker in this process on fresh task queues,
  * with a local registry in a temporary folder.
  */
-export async function startTestStack(options: { inference?: boolean } = {}): Promise<TestStack> {
+export async function startTestStack(options: { inference?: boolean; address?: string } = {}): Promise<TestStack> {
   const home = tempDir('home');
   mkdirSync(path.join(home, 'results'), { recursive: true });
   const resultsRoot = toFileUri(path.join(home, 'results'));
@@ -107,7 +107,7 @@ export async function startTestStack(options: { inference?: boolean } = {}): Pro
   const taskQueue = `test-orchestrator-${suffix}`;
   const gpuTaskQueue = `test-gpu-${suffix}`;
 
-  const address = inject('temporalAddress');
+  const address = options.address ?? inject('temporalAddress');
   const nativeConnection = await NativeConnection.connect({ address });
   const orchestrator = await createOrchestratorWorker({
     connection: nativeConnection,

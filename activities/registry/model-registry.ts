@@ -89,6 +89,8 @@ export async function registerVersion(request: RegisterRequest, sha256: string, 
 
 /** Returns the existing record as an idempotent result when its sha256 matches, else as a conflict. */
 export function compareWithExisting(existing: ModelVersion, sha256: string): PublishOutcome {
+  // NOTE: only the bytes are compared. A second register of the same bytes with another
+  // threshold, labels or preprocessing returns the stored version unchanged.
   if (existing.sha256 === sha256) {
     return { result: { model: existing, created: false } };
   }

