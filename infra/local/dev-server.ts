@@ -87,7 +87,10 @@ function assertPort(name: string, port: number): void {
   }
 }
 
-/** The Web UI's newsfeed makes the browser fetch from temporal.io; CLI versions before 1.9 lack the flag that turns it off. */
+/**
+ * Checks for --ui-disable-news-fetch, which stops the Web UI from requesting its online newsfeed.
+ * CLI v1.9.1 has the flag and v1.5.1 (the Go fallback of bootstrap.js) does not.
+ */
 function supportsNewsFetchFlag(cli: string): boolean {
   const help = spawnSync(cli, ['server', 'start-dev', '--help'], { encoding: 'utf8', timeout: 10_000 });
   return help.status === 0 && help.stdout.includes('--ui-disable-news-fetch');
@@ -119,7 +122,7 @@ function buildArgs(cli: string, options: DevServerOptions, grpcPort: number, uiP
   return args;
 }
 
-/** Connects once the frontend answers getSystemInfo; the caller closes the returned connection. */
+/** Connects once the frontend responds to getSystemInfo; the caller closes the returned connection. */
 async function connectWhenReady(port: number, deadline: number, exitStatus: () => string | null): Promise<Connection> {
   const address = `127.0.0.1:${port}`;
   let lastError: unknown = null;
@@ -223,7 +226,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   assertPort('grpcPort', grpcPort);
   assertPort('uiPort', uiPort);
 
-  // A server already on the port would answer the readiness checks in place of the new one.
+  // A server already on the port would pass the readiness checks in place of the new one.
   const portsToCheck = options.headless === true ? [grpcPort] : [grpcPort, uiPort];
   for (const port of portsToCheck) {
     if (!(await isPortFree(port))) {

@@ -16,7 +16,7 @@ export interface MotoOptions {
   logFile: string;
   /** Start in its own process group and unref, so moto outlives the calling process. */
   detached?: boolean;
-  /** Repository root whose .venv holds moto_server; default: this checkout. */
+  /** Repository root whose .venv contains moto_server; default: this checkout. */
   root?: string;
 }
 
@@ -48,7 +48,7 @@ function answersHttp(url: string): Promise<boolean> {
 
 /**
  * Starts moto_server (the local AWS API mock installed into .venv by infra/local/bootstrap.js)
- * and resolves once GET /moto-api/ answers, within 30 s. On failure moto is stopped and the
+ * and resolves once GET /moto-api/ responds, within 30 s. On failure moto is stopped and the
  * error includes the log tail.
  */
 export async function startMoto(options: MotoOptions): Promise<MotoServer> {

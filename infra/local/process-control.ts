@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-/** How a stopPid call ended. */
+/** Outcome of a stopPid call. */
 export type StopOutcome =
   /** The PID (or its process group) was already gone. */
   | 'not-running'
@@ -59,7 +59,7 @@ export function isAlive(pid: number): boolean {
       return false;
     }
   }
-  // A zombie still answers signal 0 until its parent reaps it, but it runs no code.
+  // Signal 0 still reaches a zombie until its parent reaps it, but a zombie runs no code.
   return readProcStat(pid)?.state !== 'Z';
 }
 
@@ -187,7 +187,7 @@ export async function spawnLogged(
       cwd: options.cwd,
     });
   } finally {
-    // The child holds its own copy of the descriptor.
+    // The child has its own copy of the descriptor.
     fs.closeSync(logFd);
   }
 

@@ -24,7 +24,7 @@ export interface StackWorker {
 }
 
 export interface StackUpOptions {
-  /** The .skynewt folder: stack.json, temporal.db and logs/ live here. */
+  /** The .skynewt folder, which contains stack.json, temporal.db and logs/. */
   home: string;
   grpcPort: number;
   uiPort: number;
@@ -93,7 +93,7 @@ function writeState(home: string, state: StackState): void {
   fs.renameSync(temporary, stateFile(home));
 }
 
-/** A recorded PID counts as alive only while its command line still contains the recorded marker. */
+/** Checks that a recorded PID is alive and that its command line still contains the recorded marker. */
 function isRecordedProcessAlive(recorded: StackProcess): boolean {
   return isAlive(recorded.pid) && (readCmdline(recorded.pid)?.includes(recorded.cmdlineMarker) ?? false);
 }
