@@ -72,7 +72,7 @@ export function createListInputs(deps: { store: ObjectStore; resultsRoot: string
   };
 }
 
-/** A missing bucket is a mistake in the batch input, which no retry can fix. */
+/** Converts a missing-bucket error into `InvalidBatchInput`, because no retry can fix it. */
 function missingBucket(err: unknown, field: 'input' | 'output', uri: string): unknown {
   if (err instanceof Error && err.name === 'NoSuchBucket') {
     return invalidInput(`Invalid batch input: the bucket of "${field}" ${uri} does not exist; create it or give another ${field}.`);

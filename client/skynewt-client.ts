@@ -41,7 +41,8 @@ export class SkyNewtClient {
   }
 
   static async connect(options: { address: string; namespace?: string; store?: ObjectStore }): Promise<SkyNewtClient> {
-    const connection = await Connection.connect({ address: options.address });
+    // Fail within seconds when no server listens, instead of the SDK's longer default wait.
+    const connection = await Connection.connect({ address: options.address, connectTimeout: '3 seconds' });
     return new SkyNewtClient({ client: new Client({ connection, namespace: options.namespace ?? 'default' }), store: options.store });
   }
 

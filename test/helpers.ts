@@ -39,7 +39,7 @@ export const TEST_CAPACITY: Capacity = {
   hourlyRateUsd: 0,
 };
 
-/** An S3 client for moto with an explicit endpoint and static credentials. */
+/** Creates an S3 client for moto with an explicit endpoint and static credentials. */
 export function motoS3(): S3Client {
   return new S3Client({
     endpoint: inject('motoEndpoint'),

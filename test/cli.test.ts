@@ -1,0 +1,98 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEMO_MODELS } from '../cli/demo';
+import { isAlive } from '../infra/local/process-control';
+import { findFreePort } from '../infra/local/ports';
+import { sampleFolder, tempDir } from './helpers';
+
+const run = promisify(execFile);
+const CLI = path.resolve(__dirname, '..', 'cli', 'skynewt.js');
+
+describe('skynewt command line', () => {
+  let env: NodeJS.ProcessEnv;
+  let home: string;
+
+  /** Runs the CLI and returns its stdout; rejects with stderr on a non-zero exit. */
+  async function skynewt(...args: string[]): Promise<string> {
+    const { stdout } = await run(process.execPath, [CLI, ...args], { env, timeout: 170_000 });
+    return stdout;
+  }
+
+  async function skynewtFails(...args: string[]): Promise<string> {
+    const err = await skynewt(...args).then(() => null, (error: { stderr: string; code: number }) => error);
+    expect(err).not.toBeNull();
+    expect(err!.code).toBe(1);
+    return err!.stderr;
+  }
+
+  beforeAll(async () => {
+    home = tempDir('cli-home');
+    env = {
+      ...process.env,
+      SKYNEWT_HOME: home,
+      SKYNEWT_TEMPORAL_ADDRESS: `127.0.0.1:${await findFreePort()}`,
+      SKYNEWT_UI_URL: `http://127.0.0.1:${await findFreePort()}`,
+    };
+  });
+  afterAll(async () => {
+    await skynewt('down').catch(() => undefined);
+  });
+
+  it('runs batches and keeps them across down and up', async () => {
+    const up = JSON.parse(await skynewt('up', '--json'));
+    expect(up.address).toBe(env.SKYNEWT_TEMPORAL_ADDRESS);
+    expect(up.processes.map((entry: { name: string }) => entry.name).sort()).toEqual(['inference', 'orchestrator', 'temporal-server']);
+
+    const { detection, direction } = DEMO_MODELS;
+    const registered = JSON.parse(await skynewt('model', 'register', 'detector', detection.file, '--task', 'segmentation', '--input-size', '640x640', '--version', 'v4', '--json'));
+    expect(registered.created).toBe(true);
+    expect(registered.sha256).toMatch(/^[0-9a-f]{64}$/);
+    const again = JSON.parse(await skynewt('model', 'register', 'detector', detection.file, '--task', 'segmentation', '--input-size', '640x640', '--version', 'v4', '--json'));
+    expect(again.created).toBe(false);
+    const conflict = await skynewtFails('model', 'register', 'detector', direction.file, '--task', 'segmentation', '--input-size', '640x640', '--version', 'v4');
+    expect(conflict).toContain('detector@v4');
+    expect(conflict).toContain(registered.sha256);
+
+    const shown = JSON.parse(await skynewt('model', 'show', 'detector@v4', '--json'));
+    expect(shown.preprocess).toEqual({ width: 640, height: 640, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
+
+    const folder = sampleFolder(['text.png', 'coins.png', 'camera.png']);
+    const summary = JSON.parse(await skynewt('run', folder, '--model', 'detector@v4', '--shard-size', '2', '--wait', '--json'));
+    expect(summary.status).toBe('completed');
+    expect(summary.workflowId).toBe(summary.batchId);
+    expect(summary.images).toBe(3);
+    expect(summary.imagesFailed).toBe(0);
+    expect(summary.shards).toBe(2);
+    expect(summary.model).toEqual({ name: 'detector', version: 'v4', sha256: registered.sha256 });
+    expect(summary.costUsd).toBe(0);
+    expect(summary.output).toContain(path.join(home, 'results', summary.batchId));
+    expect(summary.manifest).toBe(`${summary.output}/manifest.json`);
+
+    const started = (await skynewt('run', folder, '--model', 'detector')).trim();
+    expect(started).toMatch(/^b-\d{8}-\d{6}-[0-9a-f]{6}$/);
+    const progress = JSON.parse(await skynewt('status', started, '--json'));
+    expect(progress.batchId).toBe(started);
+    expect(progress.images === 0 || progress.images === 3).toBe(true);
+
+    const state = JSON.parse(readFileSync(path.join(home, 'stack.json'), 'utf8'));
+    await skynewt('down');
+    for (const entry of state.processes) expect(isAlive(entry.pid)).toBe(false);
+
+    await skynewt('up');
+    const manifest = JSON.parse(await skynewt('results', summary.batchId, '--json'));
+    expect(manifest.batchId).toBe(summary.batchId);
+    expect(manifest.images).toBe(3);
+    expect(manifest.shards).toHaveLength(2);
+    const second = JSON.parse(await skynewt('status', started, '--json'));
+    expect(second.executionStatus).toMatch(/RUNNING|COMPLETED/);
+  });
+
+  it('explains a stack that is not running', async () => {
+    const stopped = { ...env, SKYNEWT_TEMPORAL_ADDRESS: `127.0.0.1:${await findFreePort()}` };
+    const err = await run(process.execPath, [CLI, 'status', 'some-batch'], { env: stopped }).then(() => null, (error: { stderr: string }) => error);
+    expect(err?.stderr).toContain('skynewt up');
+  });
+});
