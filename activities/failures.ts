@@ -8,6 +8,8 @@ export const FailureType = {
   InvalidBatchInput: 'InvalidBatchInput',
   ModelNotFound: 'ModelNotFound',
   ModelChecksumMismatch: 'ModelChecksumMismatch',
+  /** A shard handed back by a draining worker; capacity loss, not an error. */
+  SpotInterruption: 'SpotInterruption',
 } as const;
 
 /** Converts registry and runner errors that no retry can fix into non-retryable failures. */

@@ -5,6 +5,7 @@
 import type { ModelRegistry } from './registry/model-registry';
 import type { ObjectStore } from './storage/object-store';
 import { createListInputs } from './list-inputs';
+import { createRecordFailedShard } from './record-failed-shard';
 import { createResolveModel } from './resolve-model';
 import { createWriteManifest } from './write-manifest';
 
@@ -20,6 +21,7 @@ export function createOrchestratorActivities(deps: OrchestratorDeps) {
     resolveModel: createResolveModel(deps),
     listInputs: createListInputs(deps),
     writeManifest: createWriteManifest(deps),
+    recordFailedShard: createRecordFailedShard(deps),
   };
 }
 

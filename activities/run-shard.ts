@@ -14,6 +14,7 @@ import type { ModelRegistry } from './registry/model-registry';
 import type { ModelRunner } from './inference/model-runner';
 import { FailureType } from './failures';
 import type { CostMeter } from './cost-meter';
+import type { Drain } from './drain';
 import { emptyTimings, processImage } from './process-image';
 import type { Capacity, OutputRecord, ShardCheckpoint, ShardInput, ShardPart, ShardResult } from './types';
 
@@ -28,6 +29,8 @@ export interface ShardDeps {
   runner: ModelRunner;
   capacity: Capacity;
   costMeter: CostMeter;
+  /** Set when the worker drains; running shards then hand back their checkpoint. */
+  drain: Drain;
 }
 
 export function shardName(index: number): string {
@@ -66,9 +69,10 @@ export async function ensureModelLoaded(deps: Pick<ShardDeps, 'registry' | 'runn
 export function createRunShard(deps: ShardDeps) {
   return async function runShard(input: ShardInput): Promise<ShardResult> {
     const context = Context.current();
-    const { attempt } = context.info;
-    const resumed = context.info.heartbeatDetails as ShardCheckpoint | undefined;
-    let checkpoint: ShardCheckpoint = resumed ?? { cursor: 0, parts: [], priorSeconds: 0, priorCostUsd: 0, attempt };
+    const { attempt } = input;
+    const resumed = (context.info.heartbeatDetails as ShardCheckpoint | undefined) ?? input.resume;
+    const fresh: ShardCheckpoint = { cursor: 0, parts: [], priorSeconds: 0, priorCostUsd: 0, attempt, capacity: deps.capacity };
+    let checkpoint: ShardCheckpoint = resumed ?? fresh;
     const resumedFrom = checkpoint.cursor;
     const fields = { batchId: input.batchId, shard: input.shardIndex, attempt };
     log.info('Shard started', { ...fields, cursor: resumedFrom, images: input.images });
@@ -93,7 +97,7 @@ export function createRunShard(deps: ShardDeps) {
     const commitPart = async (cursor: number) => {
       const uri = joinUri(shardPartsUri(input.outputUri, input.shardIndex), `part-${String(partStart).padStart(5, '0')}.jsonl`);
       const uploadStart = performance.now();
-      await deps.store.put(uri, toJsonl(pending), { contentType: 'application/x-ndjson', signal: context.cancellationSignal });
+      await deps.store.put(uri, toJsonl(pending), { contentType: 'application/x-ndjson' });
       timings.uploadMs += performance.now() - uploadStart;
       const failed = pending.filter((record) => record.status === 'failed').length;
       const part: ShardPart = { uri, start: partStart, end: cursor, ok: pending.length - failed, failed };
@@ -104,6 +108,7 @@ export function createRunShard(deps: ShardDeps) {
         priorSeconds: (resumed?.priorSeconds ?? 0) + spent.seconds,
         priorCostUsd: (resumed?.priorCostUsd ?? 0) + spent.costUsd,
         attempt,
+        capacity: deps.capacity,
       };
       context.heartbeat(checkpoint);
       log.debug('Shard checkpoint', { ...fields, cursor });
@@ -115,6 +120,10 @@ export function createRunShard(deps: ShardDeps) {
     try {
       for (let cursor = checkpoint.cursor; cursor < input.images; cursor++) {
         if (context.cancellationSignal.aborted) throw new CancelledFailure('Shard cancelled');
+        if (deps.drain.signal.aborted) {
+          if (pending.length > 0) await commitPart(cursor);
+          throw spotInterruption(input, checkpoint, deps.drain.reason ?? 'drain');
+        }
         const job = {
           index: input.firstIndex + cursor,
           uri: listing[cursor],
@@ -133,13 +142,15 @@ export function createRunShard(deps: ShardDeps) {
         if (due && done < input.images) await commitPart(done);
       }
       if (pending.length > 0) await commitPart(input.images);
+    } catch (err) {
+      throw await failAttempt(err, input, () => checkpoint, pending.length > 0 ? () => commitPart(partStart + pending.length) : null);
     } finally {
       clearInterval(beat);
+      lease.stop();
     }
 
-    const spent = lease.stop();
     const assembled = await assembleShard(deps.store, input, checkpoint.parts);
-    const wallSeconds = checkpoint.priorSeconds;
+    const attemptCostUsd = checkpoint.priorCostUsd - (resumed?.priorCostUsd ?? 0);
     const result: ShardResult = {
       shardIndex: input.shardIndex,
       output: shardOutputUri(input.outputUri, input.shardIndex),
@@ -152,8 +163,20 @@ export function createRunShard(deps: ShardDeps) {
       model: { name: input.model.name, version: input.model.version, sha256: input.model.sha256 },
       capacity: deps.capacity,
       timings: roundTimings(timings),
-      wallSeconds: Math.round(wallSeconds * 1000) / 1000,
-      costUsd: (resumed?.priorCostUsd ?? 0) + spent.costUsd,
+      wallSeconds: Math.round(checkpoint.priorSeconds * 1000) / 1000,
+      costUsd: checkpoint.priorCostUsd,
+      attempts: [
+        ...input.previousAttempts,
+        {
+          attempt,
+          taskQueue: context.info.taskQueue,
+          capacity: deps.capacity,
+          outcome: 'completed',
+          startCursor: resumedFrom,
+          endCursor: input.images,
+          costUsd: attemptCostUsd,
+        },
+      ],
     };
     await deps.store.put(shardResultUri(input.outputUri, input.shardIndex), JSON.stringify(result, null, 2), {
       contentType: 'application/json',
@@ -161,6 +184,44 @@ export function createRunShard(deps: ShardDeps) {
     log.info('Shard completed', { ...fields, ok: result.ok, failed: result.failed, resumedFrom, wallSeconds: result.wallSeconds });
     return result;
   };
+}
+
+/** The retryable failure a draining worker ends a shard with; its details carry the checkpoint. */
+function spotInterruption(input: ShardInput, checkpoint: ShardCheckpoint, reason: string): ApplicationFailure {
+  return ApplicationFailure.create({
+    message: `Shard ${input.shardIndex} handed back at offset ${checkpoint.cursor} of ${input.images} because its worker is draining (${reason}).`,
+    type: FailureType.SpotInterruption,
+    details: [checkpoint],
+  });
+}
+
+/**
+ * Turns an error inside the image loop into the attempt's failure. Records already processed
+ * are committed first where possible, so the next attempt resumes at the image that failed;
+ * the failure's details carry the checkpoint for the workflow to pass on.
+ */
+async function failAttempt(
+  err: unknown,
+  input: ShardInput,
+  checkpoint: () => ShardCheckpoint,
+  commitPending: (() => Promise<void>) | null,
+): Promise<unknown> {
+  if (err instanceof CancelledFailure) return err;
+  if (err instanceof ApplicationFailure && (err.nonRetryable || err.type === FailureType.SpotInterruption)) return err;
+  if (commitPending) {
+    try {
+      await commitPending();
+    } catch (commitError) {
+      log.warn('Could not checkpoint before failing', { batchId: input.batchId, shard: input.shardIndex, error: String(commitError) });
+    }
+  }
+  const error = err instanceof Error ? err : new Error(String(err));
+  return ApplicationFailure.create({
+    message: `Shard ${input.shardIndex} failed at offset ${checkpoint().cursor}: ${error.message}`,
+    type: error.name === 'Error' ? 'ShardError' : error.name,
+    details: [checkpoint()],
+    cause: error,
+  });
 }
 
 /**

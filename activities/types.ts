@@ -88,6 +88,27 @@ export interface ShardCheckpoint {
   priorCostUsd: number;
   /** Attempt number that wrote this checkpoint. */
   attempt: number;
+  /** Capacity of the attempt that wrote this checkpoint, so a lost host is still identified. */
+  capacity: Capacity;
+}
+
+/** How one attempt at a shard ended. */
+export type AttemptOutcome = 'completed' | 'interrupted' | 'host-lost' | 'failed';
+
+/** One attempt at a shard, as the workflow records it and the manifest lists it. */
+export interface ShardAttempt {
+  /** 1-based, counted across every kind of ending. */
+  attempt: number;
+  taskQueue: string;
+  /** Null when the host was lost before its first checkpoint reached the server. */
+  capacity: Capacity | null;
+  outcome: AttemptOutcome;
+  /** Shard offsets the attempt started at and had checkpointed when it ended. */
+  startCursor: number;
+  endCursor: number;
+  error?: string;
+  /** Cost charged up to the attempt's last checkpoint, in USD. */
+  costUsd: number;
 }
 
 export interface ShardPart {
@@ -112,6 +133,12 @@ export interface ShardInput {
   checkpointEvery: number;
   maxPixels: number;
   topK: number;
+  /** Attempt number across the shard, set by the workflow (Temporal's own retries are off). */
+  attempt: number;
+  /** Checkpoint to resume from, taken from the previous attempt's last heartbeat. */
+  resume?: ShardCheckpoint;
+  /** Earlier attempts, repeated in the result so the manifest can list them. */
+  previousAttempts: ShardAttempt[];
 }
 
 export interface StageTimings {
@@ -137,6 +164,8 @@ export interface ShardResult {
   timings: StageTimings;
   wallSeconds: number;
   costUsd: number;
+  /** Every attempt at this shard, the last one being the attempt that completed it. */
+  attempts: ShardAttempt[];
 }
 
 export interface Listing {

@@ -8,6 +8,7 @@ import type { ObjectStore } from './storage/object-store';
 import { joinUri } from './storage/uri';
 import { shardPartsUri, shardResultUri } from './run-shard';
 import type { Listing, ModelVersion, ShardResult } from './types';
+import { failedShardUri, type FailedShardRecord } from './record-failed-shard';
 import type { BatchTotals } from '../workflows/batch-state';
 
 /** Shard results read from storage at once. */
@@ -37,6 +38,7 @@ export interface ManifestShard {
   costUsd: number;
   wallSeconds: number;
   timings: ShardResult['timings'];
+  attempts: ShardResult['attempts'];
 }
 
 export interface BatchManifest {
@@ -52,7 +54,8 @@ export interface BatchManifest {
   imagesFailed: number;
   costUsd: number;
   shards: ManifestShard[];
-  failedShards: BatchTotals['failedShards'];
+  /** Shards that used up their error budget, with every attempt. */
+  failedShards: Array<Omit<FailedShardRecord, 'outputUri'>>;
   startedAt: string;
   finishedAt: string;
   runs: number;
@@ -100,7 +103,7 @@ export function createWriteManifest(deps: { store: ObjectStore }) {
       imagesFailed,
       costUsd: shards.reduce((sum, shard) => sum + shard.costUsd, 0),
       shards,
-      failedShards: request.totals.failedShards,
+      failedShards: await readFailedShards(deps.store, request),
       startedAt: request.startedAt,
       finishedAt: new Date().toISOString(),
       runs: request.runs,
@@ -137,7 +140,18 @@ function toManifestShard(result: ShardResult): ManifestShard {
     costUsd: result.costUsd,
     wallSeconds: result.wallSeconds,
     timings: result.timings,
+    attempts: result.attempts,
   };
+}
+
+/** Reads the failure records of the shards the workflow reported failed. */
+async function readFailedShards(store: ObjectStore, request: ManifestRequest): Promise<Array<Omit<FailedShardRecord, 'outputUri'>>> {
+  const records = [];
+  for (const failed of request.totals.failedShards) {
+    const body = (await store.get(failedShardUri(request.outputUri, failed.index))).body.toString('utf8');
+    records.push(JSON.parse(body) as Omit<FailedShardRecord, 'outputUri'>);
+  }
+  return records;
 }
 
 /** Deletes checkpoint parts of completed shards; no attempt can need them once the manifest is written. */

@@ -176,6 +176,6 @@ export function addBatchCommands(program: Command): void {
         output: shard.output,
         sha256: shard.sha256.slice(0, 16),
       })));
-      for (const failed of manifest.failedShards) console.log(`shard ${failed.index} failed: ${failed.error}`);
+      for (const failed of manifest.failedShards) console.log(`shard ${failed.shardIndex} failed after ${failed.attempts.length} attempts: ${failed.error}`);
     });
 }

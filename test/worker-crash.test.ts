@@ -1,57 +1,23 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { OutputRecord, ShardCheckpoint, ShardResult } from '../activities/types';
-import { tsNodeCommand } from '../infra/local/node-command';
+import type { OutputRecord, ShardResult } from '../activities/types';
 import { registerDetector, startTestStack, tempDir, type TestStack } from './helpers';
+import { killIfRunning, pendingCheckpoint, spawnInferenceWorker, waitForCursor, type WorkerProcess } from './worker-process';
 
 const IMAGES = 24;
 
-/** Starts the real inference worker entry point in a child process and waits until it polls. */
-async function spawnInferenceWorker(stack: TestStack, instanceId: string): Promise<ChildProcess> {
-  const [command, ...args] = tsNodeCommand('workers/inference.ts');
-  const child = spawn(command, args, {
-    env: {
-      ...process.env,
-      SKYNEWT_TEMPORAL_ADDRESS: inject('temporalAddress'),
-      SKYNEWT_TASK_QUEUE: stack.gpuTaskQueue,
-      SKYNEWT_REGISTRY_DIR: path.join(stack.home, 'registry'),
-      SKYNEWT_INSTANCE_ID: instanceId,
-      SKYNEWT_INTRA_OP_THREADS: '1',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('SKYNEWT_WORKER_READY')) resolve();
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`inference worker exited with ${code} before it was ready:\n${output}`)));
-  });
-  return child;
-}
-
-async function checkpointOf(stack: TestStack, batchId: string): Promise<ShardCheckpoint | null> {
-  const description = await stack.client.handle(batchId).describe();
-  const payload = description.raw.pendingActivities?.[0]?.heartbeatDetails?.payloads?.[0];
-  return payload ? defaultPayloadConverter.fromPayload<ShardCheckpoint>(payload) : null;
-}
-
 describe('inference worker killed mid-shard', () => {
   let stack: TestStack;
-  const children: ChildProcess[] = [];
+  const children: WorkerProcess[] = [];
 
   beforeAll(async () => {
     stack = await startTestStack({ inference: false });
   });
   afterAll(async () => {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    for (const child of children) killIfRunning(child);
     await stack?.stop();
   });
 
@@ -73,18 +39,11 @@ describe('inference worker killed mid-shard', () => {
     });
 
     // Kill once a checkpoint past the first few images has reached the server.
-    let seen: ShardCheckpoint | null = null;
-    const deadline = Date.now() + 120_000;
-    while (Date.now() < deadline) {
-      seen = await checkpointOf(stack, batchId);
-      if (seen && seen.cursor >= 6) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    expect(seen?.cursor).toBeGreaterThanOrEqual(6);
-    expect(seen!.cursor).toBeLessThan(IMAGES);
-    first.kill('SIGKILL');
-    await new Promise((resolve) => first.once('exit', resolve));
-    const lastBeforeKill = (await checkpointOf(stack, batchId))!;
+    const seen = await waitForCursor(stack, batchId, 6);
+    expect(seen.cursor).toBeLessThan(IMAGES);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const lastBeforeKill = (await pendingCheckpoint(stack, batchId))!;
 
     children.push(await spawnInferenceWorker(stack, 'worker-b'));
     const summary = await stack.client.result(batchId);
@@ -102,6 +61,9 @@ describe('inference worker killed mid-shard', () => {
     expect(shard.attempt).toBe(2);
     expect(shard.resumedFrom).toBe(lastBeforeKill.cursor);
     expect(shard.capacity.host).toBe('worker-b');
+    expect(shard.attempts.map((attempt) => attempt.outcome)).toEqual(['host-lost', 'completed']);
+    expect(shard.attempts[0].capacity?.host).toBe('worker-a');
+    expect(shard.attempts[0].endCursor).toBe(lastBeforeKill.cursor);
 
     const manifest = await stack.client.manifest(batchId);
     const records = readFileSync(fileURLToPath(manifest.shards[0].output), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as OutputRecord);

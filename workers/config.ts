@@ -24,6 +24,12 @@ export interface SkyNewtConfig {
   intraOpThreads: number;
   /** Models (`name` or `name@version`) the inference worker loads before polling. SKYNEWT_MODELS, comma-separated. */
   prewarmModels: string[];
+  /** Whether the worker runs on EC2 and reads instance metadata and spot notices. SKYNEWT_EC2=true. */
+  ec2: boolean;
+  /** Instance metadata base URL, used only when `ec2` is set. SKYNEWT_IMDS_URL, default http://169.254.169.254. */
+  imdsUrl: string;
+  /** Spot notice poll period in milliseconds. SKYNEWT_SPOT_POLL_MS, default 5000. */
+  spotPollMs: number;
   /** Temporal Web UI base URL, for links. SKYNEWT_UI_URL, default http://127.0.0.1:8233. */
   uiUrl: string;
 }
@@ -49,6 +55,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig 
     shardConcurrency: positiveInteger(env, 'SKYNEWT_SHARD_CONCURRENCY', 1),
     intraOpThreads: positiveInteger(env, 'SKYNEWT_INTRA_OP_THREADS', os.availableParallelism()),
     prewarmModels: (env.SKYNEWT_MODELS ?? '').split(',').map((model) => model.trim()).filter(Boolean),
+    ec2: env.SKYNEWT_EC2 === 'true',
+    imdsUrl: env.SKYNEWT_IMDS_URL ?? 'http://169.254.169.254',
+    spotPollMs: positiveInteger(env, 'SKYNEWT_SPOT_POLL_MS', 5000),
     uiUrl: env.SKYNEWT_UI_URL ?? 'http://127.0.0.1:8233',
   };
 }

@@ -7,6 +7,7 @@ import { NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createInferenceActivities } from '../activities/inference-activities';
 import { capacityFromEnv } from '../activities/capacity';
 import { CostMeter } from '../activities/cost-meter';
+import { Drain } from '../activities/drain';
 import { ModelRunner } from '../activities/inference/model-runner';
 import type { ModelRegistry } from '../activities/registry/model-registry';
 import { openRegistry } from '../activities/registry/open-registry';
@@ -16,6 +17,9 @@ import { createObjectStore } from '../activities/storage/stores';
 import type { Capacity } from '../activities/types';
 import { GPU_SPOT_TASK_QUEUE } from '../workflows/names';
 import { loadConfig } from './config';
+import { capacityFromMetadata } from './ec2-capacity';
+import { InstanceMetadataClient } from './instance-metadata';
+import { SpotWatcher } from './spot-watcher';
 import { WORKER_READY_MARKER } from './ready';
 
 export interface InferenceWorkerOptions {
@@ -30,6 +34,8 @@ export interface InferenceWorkerOptions {
   shardConcurrency: number;
   /** Model references loaded before the worker polls. */
   prewarmModels: string[];
+  /** Drain switch shared with the shards; pass one to drain the worker later with `drainWorker`. */
+  drain?: Drain;
 }
 
 export async function createInferenceWorker(options: InferenceWorkerOptions): Promise<Worker> {
@@ -45,6 +51,7 @@ export async function createInferenceWorker(options: InferenceWorkerOptions): Pr
     runner: options.runner,
     capacity: options.capacity,
     costMeter: new CostMeter(options.capacity.hourlyRateUsd),
+    drain: options.drain ?? new Drain(),
   });
   return Worker.create({
     connection: options.connection,
@@ -56,14 +63,31 @@ export async function createInferenceWorker(options: InferenceWorkerOptions): Pr
     // heartbeat the server has, and the SDK would otherwise hold heartbeats for up to 24 s.
     maxHeartbeatThrottleInterval: '2 seconds',
     defaultHeartbeatThrottleInterval: '2 seconds',
+    // After a rebalance recommendation the worker stops polling but lets running shards finish,
+    // which may take as long as a shard's start-to-close timeout. A drain ends them in seconds.
+    shutdownGraceTime: '2 hours',
   });
 }
 
+/**
+ * Stops polling and hands every running shard back with its checkpoint. Used on a spot
+ * termination notice and on SIGTERM or SIGINT; the worker's `run()` resolves once shards are out.
+ */
+export function drainWorker(worker: Worker, drain: Drain, reason: string): void {
+  drain.trigger(reason);
+  if (worker.getState() === 'RUNNING') worker.shutdown();
+}
+
 export async function runInferenceWorker(): Promise<void> {
+  // The worker handles its own signals: SIGTERM drains, so shards hand back their checkpoints.
+  Runtime.install({ shutdownSignals: [] });
+  const logger = Runtime.instance().logger;
   const config = loadConfig();
-  const capacity = capacityFromEnv();
+  const metadata = config.ec2 ? new InstanceMetadataClient(config.imdsUrl) : null;
+  const capacity = metadata ? await capacityFromMetadata(metadata) : capacityFromEnv();
   const runner = await ModelRunner.start({ intraOpThreads: config.intraOpThreads });
   const connection = await NativeConnection.connect({ address: config.address });
+  const drain = new Drain();
   const worker = await createInferenceWorker({
     connection,
     namespace: config.namespace,
@@ -74,16 +98,52 @@ export async function runInferenceWorker(): Promise<void> {
     capacity,
     shardConcurrency: config.shardConcurrency,
     prewarmModels: config.prewarmModels,
+    drain,
   });
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      logger.info('Draining on signal', { signal });
+      drainWorker(worker, drain, `signal ${signal}`);
+    });
+  }
+  const watcher = metadata ? watchSpotNotices(metadata, config.spotPollMs, worker, drain) : null;
   console.log(
-    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} models=${config.prewarmModels.join(',') || 'none'}`,
+    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} models=${config.prewarmModels.join(',') || 'none'} spotWatcher=${watcher ? 'on' : 'off'}`,
   );
   try {
     await worker.run();
+    logger.info('Inference worker stopped', { drained: drain.reason });
   } finally {
+    watcher?.stop();
     await runner.close();
     await connection.close();
   }
+}
+
+/** Starts polling for spot notices: termination drains the worker, rebalance stops its polling. */
+function watchSpotNotices(metadata: InstanceMetadataClient, intervalMs: number, worker: Worker, drain: Drain): SpotWatcher {
+  const logger = Runtime.instance().logger;
+  let failures = 0;
+  const watcher = new SpotWatcher({
+    metadata,
+    intervalMs,
+    onNotice(notice) {
+      if (notice.kind === 'termination') {
+        logger.warn('Spot termination notice; draining', { action: notice.action, time: notice.time });
+        drainWorker(worker, drain, `spot ${notice.action} notice for ${notice.time}`);
+      } else {
+        logger.warn('Spot rebalance recommendation; no new shards', { noticeTime: notice.noticeTime });
+        if (worker.getState() === 'RUNNING') worker.shutdown();
+      }
+    },
+    onError(err) {
+      // One line per 12 failures (a minute at the default period), so a broken service stays visible.
+      if (failures++ % 12 === 0) logger.warn('Spot notice poll failed', { error: String(err), failures });
+    },
+  });
+  watcher.start();
+  return watcher;
 }
 
 if (require.main === module) {

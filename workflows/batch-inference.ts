@@ -4,11 +4,8 @@
  * activities, and the manifest is assembled by an activity that reads them back.
  */
 import {
-  ActivityFailure,
-  ApplicationFailure,
   continueAsNew,
   defineQuery,
-  isCancellation,
   log,
   proxyActivities,
   setHandler,
@@ -17,9 +14,9 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { OrchestratorActivities } from '../activities/orchestrator-activities';
-import type { InferenceActivities } from '../activities/inference-activities';
 import type { ShardResult } from '../activities/types';
 import { validateBatchInput } from './batch-input';
+import { BATCH_FATAL_TYPES, ShardFailed, runShardWithBudgets } from './shard-runner';
 import {
   MAX_FAILED_SHARDS_LISTED,
   emptyTotals,
@@ -33,9 +30,6 @@ import * as attributes from './search-attributes';
 
 export const progressQuery = defineQuery<BatchProgress>(PROGRESS_QUERY);
 
-/** Failure types that end the whole batch instead of one shard. */
-const BATCH_FATAL_TYPES = ['ModelChecksumMismatch', 'ModelNotFound', 'InvalidBatchInput'];
-
 const orchestrator = proxyActivities<OrchestratorActivities>({
   startToCloseTimeout: '1 hour',
   heartbeatTimeout: '1 minute',
@@ -46,20 +40,6 @@ const orchestrator = proxyActivities<OrchestratorActivities>({
     nonRetryableErrorTypes: BATCH_FATAL_TYPES,
   },
 });
-
-// A shard heartbeats every few seconds, so 30 s without one means the host is gone. Two hours
-// covers a 5,000-image shard at about 1 image/s on CPU.
-const shardActivityOptions = {
-  startToCloseTimeout: '2 hours',
-  heartbeatTimeout: '30 seconds',
-  retry: {
-    initialInterval: '1 second',
-    backoffCoefficient: 2,
-    maximumInterval: '30 seconds',
-    maximumAttempts: 10,
-    nonRetryableErrorTypes: BATCH_FATAL_TYPES,
-  },
-} as const;
 
 export async function batchInference(raw: unknown, resumed?: BatchState): Promise<BatchSummary> {
   const info = workflowInfo();
@@ -90,14 +70,19 @@ export async function batchInference(raw: unknown, resumed?: BatchState): Promis
   }
   status = 'running';
   const batch: BatchState = state;
-  const shards = proxyActivities<InferenceActivities>({ ...shardActivityOptions, taskQueue: batch.input.taskQueue });
+  const budgets = {
+    spotTaskQueue: batch.input.taskQueue,
+    onDemandTaskQueue: batch.input.onDemandTaskQueue,
+    maxErrorRetries: batch.input.maxErrorRetries,
+    preemptionsBeforeOnDemand: batch.input.preemptionsBeforeOnDemand,
+  };
 
   const launch = async (index: number): Promise<void> => {
     running.add(index);
     const first = index * batch.input.shardSize;
     const images = Math.min(batch.input.shardSize, batch.listing.images - first);
     try {
-      const result = await shards.runShard({
+      const result = await runShardWithBudgets({
         batchId: batch.input.batchId,
         shardIndex: index,
         listingUri: shardListingUri(batch.listing.uri, index),
@@ -108,11 +93,12 @@ export async function batchInference(raw: unknown, resumed?: BatchState): Promis
         checkpointEvery: batch.input.checkpointEvery,
         maxPixels: batch.input.maxPixels,
         topK: batch.input.topK,
-      });
+      }, budgets);
       recordShard(batch, result);
     } catch (err) {
-      if (isCancellation(err) || isBatchFatal(err)) throw err;
+      if (!(err instanceof ShardFailed)) throw err;
       recordFailedShard(batch, index, images, err);
+      await orchestrator.recordFailedShard({ outputUri: batch.outputUri, shardIndex: index, error: err.message, attempts: err.attempts });
     } finally {
       running.delete(index);
     }
@@ -212,8 +198,8 @@ function recordShard(batch: BatchState, result: ShardResult): void {
   batch.totals.costUsd += result.costUsd;
 }
 
-function recordFailedShard(batch: BatchState, index: number, images: number, err: unknown): void {
-  const message = err instanceof ActivityFailure && err.cause ? err.cause.message : String(err);
+function recordFailedShard(batch: BatchState, index: number, images: number, err: ShardFailed): void {
+  const message = `Shard ${index} ${err.message}`;
   log.warn('Shard failed after its retries', { batchId: batch.input.batchId, shard: index, error: message });
   batch.totals.shardsFailed += 1;
   batch.totals.imagesDone += images;
@@ -221,11 +207,6 @@ function recordFailedShard(batch: BatchState, index: number, images: number, err
   if (batch.totals.failedShards.length < MAX_FAILED_SHARDS_LISTED) {
     batch.totals.failedShards.push({ index, error: message });
   }
-}
-
-function isBatchFatal(err: unknown): boolean {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  return cause instanceof ApplicationFailure && BATCH_FATAL_TYPES.includes(cause.type ?? '');
 }
 
 function upsertTotals(batch: BatchState): void {

@@ -3,7 +3,7 @@
  * as easily as from code. Validation runs inside the workflow, so it must stay deterministic.
  */
 import { ApplicationFailure } from '@temporalio/workflow';
-import { GPU_SPOT_TASK_QUEUE } from './names';
+import { GPU_ONDEMAND_TASK_QUEUE, GPU_SPOT_TASK_QUEUE } from './names';
 
 export interface BatchInput {
   /** Images: `s3://bucket/prefix`, `file:///abs/dir`, an absolute folder path, or a manifest file with one image URI per line. */
@@ -26,6 +26,12 @@ export interface BatchInput {
   topK?: number;
   /** Task queue of the inference workers that run the shards. @default `skynewt-gpu-spot`. */
   taskQueue?: string;
+  /** Task queue a shard moves to after `preemptionsBeforeOnDemand` capacity losses. @default `skynewt-gpu-ondemand`. */
+  onDemandTaskQueue?: string;
+  /** Retries of a shard after real errors (not capacity loss). @default 3, accepted 0–10. */
+  maxErrorRetries?: number;
+  /** Capacity losses of one shard before it moves to the on-demand queue; 0 keeps it on spot. @default 3, accepted 0–50. */
+  preemptionsBeforeOnDemand?: number;
 }
 
 export type ResolvedBatchInput = Required<Omit<BatchInput, 'output' | 'batchId'>> & {
@@ -39,6 +45,8 @@ export const BATCH_DEFAULTS = {
   maxConcurrentShards: 16,
   maxPixels: 100_000_000,
   topK: 5,
+  maxErrorRetries: 3,
+  preemptionsBeforeOnDemand: 3,
 } as const;
 
 const URI_FORMS = 's3://bucket/prefix, file:///abs/path, an absolute path, or a manifest file';
@@ -46,6 +54,7 @@ const MODEL_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,6
 const BATCH_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 const KNOWN_FIELDS = new Set([
   'input', 'model', 'output', 'batchId', 'shardSize', 'checkpointEvery', 'maxConcurrentShards', 'maxPixels', 'topK', 'taskQueue',
+  'onDemandTaskQueue', 'maxErrorRetries', 'preemptionsBeforeOnDemand',
 ]);
 const TASK_QUEUE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$/;
 
@@ -74,6 +83,14 @@ function checkInteger(field: string, value: unknown, min: number, max: number, f
   return value;
 }
 
+function checkTaskQueue(field: string, value: unknown, fallback: string): string {
+  const name = value ?? fallback;
+  if (typeof name !== 'string' || !TASK_QUEUE_PATTERN.test(name)) {
+    invalid(`Invalid batch input: "${field}" is ${JSON.stringify(value)}; expected the name of an inference workers' task queue such as "${fallback}".`);
+  }
+  return name;
+}
+
 /**
  * Validates the raw workflow argument and fills in defaults. Throws a non-retryable
  * `InvalidBatchInput` failure naming the field and the accepted values.
@@ -99,10 +116,8 @@ export function validateBatchInput(raw: unknown, workflowId: string): ResolvedBa
     invalid(`Invalid batch input: "batchId" is ${JSON.stringify(batchId)}; accepted values are 1–100 letters, digits, ".", "_" or "-", starting with a letter or digit.`);
   }
 
-  const taskQueue = fields.taskQueue ?? GPU_SPOT_TASK_QUEUE;
-  if (typeof taskQueue !== 'string' || !TASK_QUEUE_PATTERN.test(taskQueue)) {
-    invalid(`Invalid batch input: "taskQueue" is ${JSON.stringify(taskQueue)}; expected the name of an inference workers' task queue such as "${GPU_SPOT_TASK_QUEUE}".`);
-  }
+  const taskQueue = checkTaskQueue('taskQueue', fields.taskQueue, GPU_SPOT_TASK_QUEUE);
+  const onDemandTaskQueue = checkTaskQueue('onDemandTaskQueue', fields.onDemandTaskQueue, GPU_ONDEMAND_TASK_QUEUE);
 
   const shardSize = checkInteger('shardSize', fields.shardSize, 1, 5000, BATCH_DEFAULTS.shardSize);
   const checkpointEvery = checkInteger(
@@ -119,5 +134,8 @@ export function validateBatchInput(raw: unknown, workflowId: string): ResolvedBa
     maxPixels: checkInteger('maxPixels', fields.maxPixels, 1, 1_000_000_000, BATCH_DEFAULTS.maxPixels),
     topK: checkInteger('topK', fields.topK, 1, 100, BATCH_DEFAULTS.topK),
     taskQueue,
+    onDemandTaskQueue,
+    maxErrorRetries: checkInteger('maxErrorRetries', fields.maxErrorRetries, 0, 10, BATCH_DEFAULTS.maxErrorRetries),
+    preemptionsBeforeOnDemand: checkInteger('preemptionsBeforeOnDemand', fields.preemptionsBeforeOnDemand, 0, 50, BATCH_DEFAULTS.preemptionsBeforeOnDemand),
   };
 }
