@@ -15,6 +15,7 @@ import type { ModelRunner } from './inference/model-runner';
 import { FailureType } from './failures';
 import type { CostMeter } from './cost-meter';
 import type { Drain } from './drain';
+import type { ProcessTrace } from './process-trace';
 import { emptyTimings, processImage } from './process-image';
 import type { Capacity, OutputRecord, ShardCheckpoint, ShardInput, ShardPart, ShardResult } from './types';
 
@@ -31,6 +32,7 @@ export interface ShardDeps {
   costMeter: CostMeter;
   /** Set when the worker drains; running shards then hand back their checkpoint. */
   drain: Drain;
+  trace?: ProcessTrace;
 }
 
 export function shardName(index: number): string {
@@ -133,7 +135,9 @@ export function createRunShard(deps: ShardDeps) {
           topK: input.topK,
           signal: context.cancellationSignal,
         };
+        const imageStart = performance.now();
         const record = await processImage(deps, job, timings);
+        deps.trace?.({ batchId: input.batchId, shard: input.shardIndex, attempt, index: job.index, host: deps.capacity.host, ms: performance.now() - imageStart });
         if (record.status === 'failed') log.warn('Image failed', { ...fields, index: record.index, input: record.input, error: record.error });
         pending.push(record);
 

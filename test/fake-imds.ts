@@ -12,6 +12,8 @@ export interface FakeImds {
   requests: string[];
   issueTermination(action?: 'terminate' | 'stop'): void;
   issueRebalance(): void;
+  /** Forgets every token issued, as a restarted metadata service would. */
+  revokeTokens(): void;
   close(): Promise<void>;
 }
 
@@ -41,10 +43,10 @@ export async function startFakeImds(identity: Record<string, string> = {}): Prom
     response.writeHead(404).end();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  const { port: listening } = server.address() as AddressInfo;
 
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${listening}`,
     requests,
     issueTermination(action = 'terminate') {
       const time = new Date(Date.now() + 120_000).toISOString().replace(/\.\d+Z$/, 'Z');
@@ -52,6 +54,9 @@ export async function startFakeImds(identity: Record<string, string> = {}): Prom
     },
     issueRebalance() {
       paths['events/recommendations/rebalance'] = JSON.stringify({ noticeTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') });
+    },
+    revokeTokens() {
+      tokens.clear();
     },
     close: () => new Promise<void>((resolve) => {
       server.closeAllConnections();

@@ -8,6 +8,7 @@ import { createInferenceActivities } from '../activities/inference-activities';
 import { capacityFromEnv } from '../activities/capacity';
 import { CostMeter } from '../activities/cost-meter';
 import { Drain } from '../activities/drain';
+import { createProcessTrace, type ProcessTrace } from '../activities/process-trace';
 import { ModelRunner } from '../activities/inference/model-runner';
 import type { ModelRegistry } from '../activities/registry/model-registry';
 import { openRegistry } from '../activities/registry/open-registry';
@@ -36,6 +37,8 @@ export interface InferenceWorkerOptions {
   prewarmModels: string[];
   /** Drain switch shared with the shards; pass one to drain the worker later with `drainWorker`. */
   drain?: Drain;
+  /** Per-image trace, for the chaos drill. */
+  trace?: ProcessTrace;
 }
 
 export async function createInferenceWorker(options: InferenceWorkerOptions): Promise<Worker> {
@@ -52,6 +55,7 @@ export async function createInferenceWorker(options: InferenceWorkerOptions): Pr
     capacity: options.capacity,
     costMeter: new CostMeter(options.capacity.hourlyRateUsd),
     drain: options.drain ?? new Drain(),
+    trace: options.trace,
   });
   return Worker.create({
     connection: options.connection,
@@ -99,6 +103,7 @@ export async function runInferenceWorker(): Promise<void> {
     shardConcurrency: config.shardConcurrency,
     prewarmModels: config.prewarmModels,
     drain,
+    trace: createProcessTrace(process.env.SKYNEWT_TRACE_FILE),
   });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
