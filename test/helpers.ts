@@ -97,27 +97,29 @@ export interface TestStack {
  * Runs an orchestrator worker and an inference worker in this process on fresh task queues,
  * with a local registry in a temporary folder.
  */
-export async function startTestStack(options: { inference?: boolean; address?: string } = {}): Promise<TestStack> {
+export async function startTestStack(options: { inference?: boolean; address?: string; s3?: S3Client; orchestrator?: boolean } = {}): Promise<TestStack> {
   const home = tempDir('home');
   mkdirSync(path.join(home, 'results'), { recursive: true });
   const resultsRoot = toFileUri(path.join(home, 'results'));
   const registry = new LocalRegistry(path.join(home, 'registry'));
-  const store = createObjectStore({ s3: motoS3() });
+  const store = createObjectStore({ s3: options.s3 ?? motoS3() });
   const suffix = randomUUID().slice(0, 8);
   const taskQueue = `test-orchestrator-${suffix}`;
   const gpuTaskQueue = `test-gpu-${suffix}`;
 
   const address = options.address ?? inject('temporalAddress');
   const nativeConnection = await NativeConnection.connect({ address });
-  const orchestrator = await createOrchestratorWorker({
-    connection: nativeConnection,
-    namespace: 'default',
-    taskQueue,
-    activities: createOrchestratorActivities({ store, registry, resultsRoot }),
-    workflowBundle: { codePath: inject('workflowBundlePath') },
-  });
+  const workers: Worker[] = [];
+  if (options.orchestrator !== false) {
+    workers.push(await createOrchestratorWorker({
+      connection: nativeConnection,
+      namespace: 'default',
+      taskQueue,
+      activities: createOrchestratorActivities({ store, registry, resultsRoot }),
+      workflowBundle: { codePath: inject('workflowBundlePath') },
+    }));
+  }
   const runner = await ModelRunner.start({ intraOpThreads: os.availableParallelism() });
-  const workers: Worker[] = [orchestrator];
   if (options.inference !== false) {
     workers.push(await createInferenceWorker({
       connection: nativeConnection,

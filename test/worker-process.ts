@@ -19,19 +19,30 @@ export interface WorkerProcess {
 
 /** Starts the inference worker on the stack's registry and waits until it polls. */
 export async function spawnInferenceWorker(stack: TestStack, instanceId: string, env: Record<string, string> = {}): Promise<WorkerProcess> {
-  const [command, ...args] = tsNodeCommand('workers/inference.ts');
-  const child = spawn(command, args, {
-    env: {
-      ...process.env,
-      SKYNEWT_TEMPORAL_ADDRESS: inject('temporalAddress'),
-      SKYNEWT_TASK_QUEUE: stack.gpuTaskQueue,
-      SKYNEWT_REGISTRY_DIR: path.join(stack.home, 'registry'),
-      SKYNEWT_INSTANCE_ID: instanceId,
-      SKYNEWT_INTRA_OP_THREADS: '1',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  return spawnWorker('workers/inference.ts', {
+    SKYNEWT_TEMPORAL_ADDRESS: inject('temporalAddress'),
+    SKYNEWT_TASK_QUEUE: stack.gpuTaskQueue,
+    SKYNEWT_REGISTRY_DIR: path.join(stack.home, 'registry'),
+    SKYNEWT_INSTANCE_ID: instanceId,
+    SKYNEWT_INTRA_OP_THREADS: '1',
+    ...env,
   });
+}
+
+/** Starts the orchestrator worker on the stack's task queue, registry and results folder. */
+export async function spawnOrchestratorWorker(stack: TestStack, env: Record<string, string> = {}): Promise<WorkerProcess> {
+  return spawnWorker('workers/orchestrator.ts', {
+    SKYNEWT_TEMPORAL_ADDRESS: inject('temporalAddress'),
+    SKYNEWT_ORCHESTRATOR_TASK_QUEUE: stack.taskQueue,
+    SKYNEWT_REGISTRY_DIR: path.join(stack.home, 'registry'),
+    SKYNEWT_RESULTS: stack.resultsRoot,
+    ...env,
+  });
+}
+
+async function spawnWorker(script: string, env: Record<string, string>): Promise<WorkerProcess> {
+  const [command, ...args] = tsNodeCommand(script);
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
   await new Promise<void>((resolve, reject) => {
@@ -41,7 +52,7 @@ export async function spawnInferenceWorker(stack: TestStack, instanceId: string,
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
-    void exited.then((code) => reject(new Error(`inference worker exited with ${code} before it was ready:\n${output}`)));
+    void exited.then((code) => reject(new Error(`${script} exited with ${code} before it was ready:\n${output}`)));
   });
   return { child, output: () => output, exited };
 }

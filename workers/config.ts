@@ -5,7 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { toFileUri } from '../activities/storage/uri';
-import { GPU_SPOT_TASK_QUEUE } from '../workflows/names';
+import { GPU_SPOT_TASK_QUEUE, ORCHESTRATOR_TASK_QUEUE } from '../workflows/names';
 
 export interface SkyNewtConfig {
   /** Temporal frontend, `host:port`. SKYNEWT_TEMPORAL_ADDRESS, default 127.0.0.1:7233. */
@@ -16,6 +16,8 @@ export interface SkyNewtConfig {
   home: string;
   /** Output root for batches that give none, as a URI. SKYNEWT_RESULTS, default file://<home>/results. */
   resultsRoot: string;
+  /** Task queue the orchestrator worker polls. SKYNEWT_ORCHESTRATOR_TASK_QUEUE, default skynewt-orchestrator. */
+  orchestratorTaskQueue: string;
   /** Task queue the inference worker polls. SKYNEWT_TASK_QUEUE, default skynewt-gpu-spot. */
   inferenceTaskQueue: string;
   /** Shards one inference worker runs at once. SKYNEWT_SHARD_CONCURRENCY, default 1. */
@@ -51,6 +53,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig 
     namespace: env.SKYNEWT_NAMESPACE ?? 'default',
     home,
     resultsRoot: env.SKYNEWT_RESULTS ?? toFileUri(path.join(home, 'results')),
+    orchestratorTaskQueue: env.SKYNEWT_ORCHESTRATOR_TASK_QUEUE ?? ORCHESTRATOR_TASK_QUEUE,
     inferenceTaskQueue: env.SKYNEWT_TASK_QUEUE ?? GPU_SPOT_TASK_QUEUE,
     shardConcurrency: positiveInteger(env, 'SKYNEWT_SHARD_CONCURRENCY', 1),
     intraOpThreads: positiveInteger(env, 'SKYNEWT_INTRA_OP_THREADS', os.availableParallelism()),

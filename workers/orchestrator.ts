@@ -38,8 +38,8 @@ export async function runOrchestratorWorker(): Promise<void> {
     registry: openRegistry(),
     resultsRoot: config.resultsRoot,
   });
-  const worker = await createOrchestratorWorker({ connection, namespace: config.namespace, activities });
-  console.log(`${WORKER_READY_MARKER} orchestrator taskQueue=${ORCHESTRATOR_TASK_QUEUE} address=${config.address}`);
+  const worker = await createOrchestratorWorker({ connection, namespace: config.namespace, taskQueue: config.orchestratorTaskQueue, activities });
+  console.log(`${WORKER_READY_MARKER} orchestrator taskQueue=${config.orchestratorTaskQueue} address=${config.address}`);
   try {
     await worker.run();
   } finally {

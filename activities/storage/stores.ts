@@ -32,7 +32,14 @@ export function createS3Client(): S3Client {
     Boolean(env.AWS_ENDPOINT_URL_S3) ||
     Boolean(env.AWS_ENDPOINT_URL) ||
     /^(true|1)$/i.test(env.SKYNEWT_S3_FORCE_PATH_STYLE ?? '');
-  return new S3Client({ forcePathStyle, region: env.AWS_REGION || 'us-east-1' });
+  // Without a socket timeout a stalled S3 connection would hang a shard until its activity
+  // timeout; with one, the SDK's own retries (3 attempts) take over.
+  const requestTimeout = Number(env.SKYNEWT_S3_REQUEST_TIMEOUT_MS || 60_000);
+  return new S3Client({
+    forcePathStyle,
+    region: env.AWS_REGION || 'us-east-1',
+    requestHandler: { connectionTimeout: 5_000, requestTimeout, throwOnRequestTimeout: true },
+  });
 }
 
 class SchemeRoutingStore implements ObjectStore {
