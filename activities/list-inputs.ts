@@ -10,6 +10,7 @@ import type { ObjectStore } from './storage/object-store';
 import { joinUri, parseUri, toFileUri } from './storage/uri';
 import { invalidInput } from './failures';
 import type { Listing } from './types';
+import { manifestUri } from './write-manifest';
 
 /** File extensions treated as images when listing a folder or prefix (case-insensitive). */
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.gif', '.avif'];
@@ -35,6 +36,11 @@ export function createListInputs(deps: { store: ObjectStore; resultsRoot: string
   return async function listInputs(request: ListInputsRequest): Promise<ListInputsResult> {
     const outputUri = joinUri(request.output ?? deps.resultsRoot, request.batchId);
     const listingUri = joinUri(outputUri, 'inputs');
+    if (await deps.store.exists(manifestUri(outputUri))) {
+      throw invalidInput(
+        `Invalid batch input: "batchId" ${request.batchId} already has results at ${outputUri}; choose another batchId or output, so the finished batch is not overwritten.`,
+      );
+    }
     const hash = createHash('sha256');
     let chunk: string[] = [];
     let images = 0;

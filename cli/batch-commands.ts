@@ -4,9 +4,9 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { WorkflowFailedError } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { toFileUri } from '../activities/storage/uri';
-import { readManifest, SkyNewtClient } from '../client/skynewt-client';
+import { failureReason, readManifest, SkyNewtClient } from '../client/skynewt-client';
 import type { BatchInput } from '../workflows/batch-input';
 import type { BatchSummary } from '../workflows/batch-state';
 import { loadConfig } from '../workers/config';
@@ -19,9 +19,32 @@ export interface RunOptions {
   shardSize?: string;
   checkpointEvery?: string;
   maxConcurrentShards?: string;
+  maxPixels?: string;
+  topK?: string;
+  taskQueue?: string;
   batchId?: string;
   wait?: boolean;
   json?: boolean;
+}
+
+/** A batch that ended without completing; the CLI prints the reason and exits with 1. */
+export class BatchFailedError extends UsageError {
+  constructor(readonly batchId: string, readonly reason: string) {
+    super(`Batch ${batchId} failed: ${reason}\nDetails: ${workflowUrl(batchId)}`);
+  }
+}
+
+/** Turns the SDK's errors about one batch into messages that name the batch and the next step. */
+export function explainBatchError(batchId: string, err: unknown): unknown {
+  if (err instanceof WorkflowNotFoundError) {
+    const config = loadConfig();
+    return new UsageError(`Batch ${batchId} not found on ${config.address} (namespace ${config.namespace}); list batches with: temporal workflow list --address ${config.address}`);
+  }
+  if (err instanceof WorkflowExecutionAlreadyStartedError) {
+    return new UsageError(`Batch id ${batchId} is already used by another batch; choose another --batch-id.`);
+  }
+  if (err instanceof WorkflowFailedError) return new BatchFailedError(batchId, failureReason(err));
+  return err;
 }
 
 /** Turns a plain local path into a `file://` URI and checks that it exists; URIs pass unchanged. */
@@ -59,8 +82,8 @@ export function summaryRows(summary: BatchSummary): Record<string, string> {
   return {
     batch: summary.batchId,
     status: summary.status,
-    images: `${summary.images - summary.imagesFailed} processed, ${summary.imagesFailed} failed, ${summary.images} in all`,
-    shards: `${summary.shards}${summary.shardsFailed ? ` (${summary.shardsFailed} failed)` : ''}`,
+    images: `${summary.images - summary.imagesFailed} ok, ${summary.imagesFailed} failed, ${summary.images} in all`,
+    shards: `${summary.shards}${summary.shardsFailed ? ` (${summary.shardsFailed} failed: ${summary.failedShards.map((shard) => shard.error).join('; ')})` : ''}`,
     model: `${summary.model.name}@${summary.model.version}`,
     sha256: summary.model.sha256,
     cost: formatUsd(summary.costUsd),
@@ -80,8 +103,13 @@ export async function runBatch(client: SkyNewtClient, input: string, options: Ru
     shardSize: integerOption('--shard-size', options.shardSize),
     checkpointEvery: integerOption('--checkpoint-every', options.checkpointEvery),
     maxConcurrentShards: integerOption('--max-concurrent-shards', options.maxConcurrentShards),
+    maxPixels: integerOption('--max-pixels', options.maxPixels),
+    topK: integerOption('--top-k', options.topK),
+    taskQueue: options.taskQueue,
   };
-  const { batchId } = await client.startBatch(batch);
+  const { batchId } = await client.startBatch(batch).catch((err: unknown) => {
+    throw explainBatchError(batch.batchId ?? '', err);
+  });
   if (!options.wait) return batchId;
 
   const interactive = Boolean(process.stderr.isTTY) && !options.json;
@@ -89,10 +117,7 @@ export async function runBatch(client: SkyNewtClient, input: string, options: Ru
   try {
     return await client.result(batchId);
   } catch (err) {
-    if (err instanceof WorkflowFailedError) {
-      throw new UsageError(`Batch ${batchId} failed: ${err.cause?.message ?? err.message}\nDetails: ${workflowUrl(batchId)}`);
-    }
-    throw err;
+    throw explainBatchError(batchId, err);
   } finally {
     stop();
   }
@@ -107,12 +132,22 @@ export function addBatchCommands(program: Command): void {
     .option('--shard-size <n>', 'images per shard, 1-5000', '200')
     .option('--checkpoint-every <n>', 'images between checkpoints, 1 to the shard size')
     .option('--max-concurrent-shards <n>', 'shards in flight at once, 1-500')
+    .option('--max-pixels <n>', 'largest image in pixels; larger ones are recorded as failed')
+    .option('--top-k <n>', 'labels kept per image for classification models, 1-100')
+    .option('--task-queue <name>', 'task queue of the inference workers (default skynewt-gpu-spot)')
     .option('--batch-id <id>', 'batch id (default: a new time-ordered id)')
     .option('--wait', 'wait for the batch to finish and print its summary')
     .option('--json', 'print JSON')
     .action(async (input: string, options: RunOptions) => {
       const client = await connectClient();
-      const outcome = await runBatch(client, input, options);
+      let outcome;
+      try {
+        outcome = await runBatch(client, input, options);
+      } catch (err) {
+        // With --json, a failed batch is still one JSON object on stdout.
+        if (options.json && err instanceof BatchFailedError) printJson({ batchId: err.batchId, workflowId: err.batchId, status: 'failed', error: err.reason });
+        throw err;
+      }
       if (typeof outcome === 'string') {
         if (options.json) return printJson({ batchId: outcome, workflowId: outcome, status: 'running', webUi: workflowUrl(outcome) });
         console.log(outcome);
@@ -129,18 +164,32 @@ export function addBatchCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (batchId: string, options: { json?: boolean }) => {
       const client = await connectClient();
-      const progress = await client.liveProgress(batchId);
+      const progress = await client.liveProgress(batchId).catch((err: unknown) => {
+        throw explainBatchError(batchId, err);
+      });
       if (options.json) return printJson(progress);
       printTable([{
         batch: progress.batchId,
         status: `${progress.status} (workflow ${progress.executionStatus})`,
         model: progress.model ?? '-',
-        shards: `${progress.shardsDone} done, ${progress.shardsFailed} failed, ${progress.shardsRunning} running, ${progress.shards} in all`,
+        shards: `${progress.shardsDone} done, ${progress.shardsFailed} failed, ${progress.shardsRunning} in flight, ${progress.shards} in all`,
         images: `${progress.imagesDone} done (+${progress.imagesInFlight} checkpointed in running shards), ${progress.imagesFailed} failed, ${progress.images} in all`,
         cost: formatUsd(progress.costUsd),
         output: progress.output ?? '-',
+        ...(progress.error ? { error: progress.error } : {}),
         'web ui': workflowUrl(batchId),
       }], true);
+    });
+
+  program
+    .command('cancel <batch>')
+    .description('cancel a running batch; running shards stop at their next image')
+    .action(async (batchId: string) => {
+      const client = await connectClient();
+      await client.cancel(batchId).catch((err: unknown) => {
+        throw explainBatchError(batchId, err);
+      });
+      console.log(`Cancellation requested for ${batchId}; follow it with: skynewt status ${batchId}`);
     });
 
   program
@@ -154,8 +203,11 @@ export function addBatchCommands(program: Command): void {
         manifest = await readManifest(toInputUri(reference, !reference.startsWith('s3://')));
       } else {
         const client = await connectClient();
-        const { executionStatus } = await client.liveProgress(reference).catch(() => ({ executionStatus: 'UNKNOWN' }));
-        if (executionStatus === 'RUNNING') throw new UsageError(`Batch ${reference} is still running; follow it with: skynewt status ${reference}`);
+        const progress = await client.liveProgress(reference).catch((err: unknown) => {
+          throw explainBatchError(reference, err);
+        });
+        if (progress.executionStatus === 'RUNNING') throw new UsageError(`Batch ${reference} is still running; follow it with: skynewt status ${reference}`);
+        if (progress.error) throw new BatchFailedError(reference, progress.error);
         manifest = await client.manifest(reference);
       }
       if (options.json) return printJson(manifest);

@@ -1,10 +1,13 @@
 /** The `skynewt` command line. */
 import { Command } from 'commander';
+import { disableMetadataOffEc2 } from '../activities/local-home';
 import { addBatchCommands } from './batch-commands';
 import { addDemoCommand } from './demo';
 import { addModelCommands } from './model-commands';
 import { addStackCommands } from './stack-commands';
 import { UsageError } from './output';
+
+disableMetadataOffEc2();
 
 const program = new Command('skynewt')
   .description('Run ONNX vision models over large image batches on Temporal, with lineage and cost per result.')

@@ -39,15 +39,10 @@ export function parseTriple(flag: string, value: string | undefined, fallback: [
   return parts as [number, number, number];
 }
 
-/** Reads the model's NCHW input size; dynamic dimensions need `--input-size`. */
-async function inputSize(file: string, flag: string | undefined): Promise<{ width: number; height: number }> {
-  if (flag !== undefined) {
-    const match = /^(\d+)x(\d+)$/.exec(flag);
-    if (!match || Number(match[1]) < 1 || Number(match[2]) < 1) {
-      throw new UsageError(`Invalid --input-size ${JSON.stringify(flag)}: expected WIDTHxHEIGHT in pixels, e.g. 640x640.`);
-    }
-    return { width: Number(match[1]), height: Number(match[2]) };
-  }
+type Shape = ReadonlyArray<number | string>;
+
+/** Loads the file with onnxruntime and returns its first input's and first output's shapes. */
+async function inspectModel(file: string): Promise<{ input: Shape; output: Shape }> {
   const ort = await import('onnxruntime-node');
   let session;
   try {
@@ -55,14 +50,43 @@ async function inputSize(file: string, flag: string | undefined): Promise<{ widt
   } catch (err) {
     throw new UsageError(`Invalid model file ${file}: onnxruntime could not load it (${(err as Error).message}).`);
   }
-  const metadata = session.inputMetadata[0];
+  const input = session.inputMetadata[0];
+  const output = session.outputMetadata[0];
   await session.release();
-  const shape = metadata && metadata.isTensor ? metadata.shape : [];
+  return { input: input?.isTensor ? input.shape : [], output: output?.isTensor ? output.shape : [] };
+}
+
+/** Picks the model input size from `--input-size`, else from the model's static NCHW shape. */
+function inputSize(file: string, shape: Shape, flag: string | undefined): { width: number; height: number } {
+  if (flag !== undefined) {
+    const match = /^(\d+)x(\d+)$/.exec(flag);
+    if (!match || Number(match[1]) < 1 || Number(match[2]) < 1) {
+      throw new UsageError(`Invalid --input-size ${JSON.stringify(flag)}: expected WIDTHxHEIGHT in pixels, e.g. 640x640.`);
+    }
+    return { width: Number(match[1]), height: Number(match[2]) };
+  }
   const [height, width] = shape.slice(-2);
   if (typeof width !== 'number' || typeof height !== 'number') {
     throw new UsageError(`Model ${file} has a dynamic input size (${JSON.stringify(shape)}); pass --input-size WIDTHxHEIGHT.`);
   }
   return { width, height };
+}
+
+/**
+ * Checks that the model's output fits the task: a [N, 1, H, W] probability map for segmentation,
+ * [N, classes] scores for classification, with one label per class when labels are given.
+ */
+function checkOutput(file: string, task: ModelTask, output: Shape, labels: string[]): void {
+  if (task === 'segmentation' && (output.length !== 4 || (typeof output[1] === 'number' && output[1] !== 1))) {
+    throw new UsageError(`Model ${file} outputs shape ${JSON.stringify(output)}, but a segmentation model must output one probability map [N, 1, H, W]; use --task classification for [N, classes].`);
+  }
+  if (task === 'classification' && output.length !== 2) {
+    throw new UsageError(`Model ${file} outputs shape ${JSON.stringify(output)}, but a classification model must output scores [N, classes]; use --task segmentation for [N, 1, H, W].`);
+  }
+  const classes = output[1];
+  if (task === 'classification' && labels.length > 0 && typeof classes === 'number' && labels.length !== classes) {
+    throw new UsageError(`--labels gives ${labels.length} labels, but model ${file} outputs ${classes} classes; give exactly one label per class.`);
+  }
 }
 
 async function readLabels(file: string | undefined): Promise<string[]> {
@@ -83,7 +107,10 @@ export async function registerModel(registry: ModelRegistry, name: string, file:
   const bytes = await readFile(file).catch((err: NodeJS.ErrnoException) => {
     throw new UsageError(`Cannot read model file ${file}: ${err.code ?? err.message}.`);
   });
-  const size = await inputSize(file, options.inputSize);
+  const shapes = await inspectModel(file);
+  const size = inputSize(file, shapes.input, options.inputSize);
+  const labels = await readLabels(options.labels);
+  checkOutput(file, options.task, shapes.output, labels);
   const preprocess: PreprocessSpec = {
     ...size,
     mean: parseTriple('--mean', options.mean, DEFAULT_MEAN),
@@ -95,7 +122,7 @@ export async function registerModel(registry: ModelRegistry, name: string, file:
     task: options.task as ModelTask,
     bytes,
     preprocess,
-    labels: await readLabels(options.labels),
+    labels,
     threshold,
     createdBy: `${os.userInfo().username}@${os.hostname()}`,
   });

@@ -27,7 +27,25 @@ export interface LiveProgress extends BatchProgress {
   imagesInFlight: number;
   /** Workflow execution status as the server reports it (RUNNING, COMPLETED, FAILED, ...). */
   executionStatus: string;
+  /** Why the batch failed or ended, for a batch that did not complete. */
+  error?: string;
 }
+
+const EMPTY_PROGRESS: BatchProgress = {
+  batchId: '',
+  status: 'starting',
+  model: null,
+  shards: 0,
+  shardsDone: 0,
+  shardsFailed: 0,
+  shardsRunning: 0,
+  images: 0,
+  imagesDone: 0,
+  imagesFailed: 0,
+  costUsd: 0,
+  output: null,
+  run: 1,
+};
 
 export class SkyNewtClient {
   readonly client: Client;
@@ -53,10 +71,13 @@ export class SkyNewtClient {
       taskQueue: this.taskQueue,
       workflowId: batchId,
       args: [{ ...input, batchId }],
+      // A batch id names one set of outputs; reusing it would overwrite a finished batch.
+      workflowIdReusePolicy: 'REJECT_DUPLICATE',
     });
     return { batchId, workflowId: handle.workflowId, runId: handle.firstExecutionRunId };
   }
 
+  /** Returns the batch's workflow handle; the batch id is its workflow id. */
   handle(batchId: string): WorkflowHandle<typeof batchInference> {
     return this.client.workflow.getHandle<typeof batchInference>(batchId);
   }
@@ -65,11 +86,18 @@ export class SkyNewtClient {
     return this.handle(batchId).query<BatchProgress>(PROGRESS_QUERY);
   }
 
-  /** Progress including running shards' last checkpoints, read from the pending activities. */
+  /**
+   * Progress including running shards' last checkpoints, read from the pending activities. For
+   * a batch that ended without completing, the status says how it ended and `error` says why.
+   */
   async liveProgress(batchId: string): Promise<LiveProgress> {
     const handle = this.handle(batchId);
     const description = await handle.describe();
-    const progress = await handle.query<BatchProgress>(PROGRESS_QUERY);
+    const executionStatus = description.status.name;
+    // The query needs a worker to replay the history, so a closed batch may have no answer.
+    const queried = await handle.query<BatchProgress>(PROGRESS_QUERY).catch(() => null);
+    const progress: BatchProgress = queried ?? { ...EMPTY_PROGRESS, batchId, status: executionStatus === 'COMPLETED' ? 'completed' : 'starting' };
+
     let imagesInFlight = 0;
     for (const activity of description.raw.pendingActivities ?? []) {
       const payload = activity.heartbeatDetails?.payloads?.[0];
@@ -77,7 +105,13 @@ export class SkyNewtClient {
       const checkpoint = defaultPayloadConverter.fromPayload<ShardCheckpoint>(payload);
       imagesInFlight += checkpoint?.cursor ?? 0;
     }
-    return { ...progress, imagesInFlight, executionStatus: description.status.name };
+    if (executionStatus === 'RUNNING' || executionStatus === 'COMPLETED' || executionStatus === 'CONTINUED_AS_NEW') {
+      return { ...progress, imagesInFlight, executionStatus };
+    }
+
+    const error = await handle.result().then(() => undefined, (err: unknown) => failureReason(err));
+    const status = executionStatus === 'CANCELLED' ? 'cancelled' : 'failed';
+    return { ...progress, status, imagesInFlight: 0, executionStatus, error };
   }
 
   async cancel(batchId: string): Promise<void> {
@@ -108,6 +142,20 @@ export class SkyNewtClient {
       throw err;
     }
   }
+}
+
+/**
+ * Returns the innermost failure message of a failed batch, with its type, e.g.
+ * `ModelNotFound: Model x not found ...`, instead of the SDK's "Activity task failed" wrappers.
+ */
+export function failureReason(err: unknown): string {
+  let message = err instanceof Error ? err.message : String(err);
+  let type: string | undefined;
+  for (let current: unknown = err; current instanceof Error; current = current.cause) {
+    type ??= (current as { type?: string }).type || undefined;
+    if (current.message && !/^(Workflow execution failed|Activity task failed)$/.test(current.message)) message = current.message;
+  }
+  return type ? `${type}: ${message}` : message;
 }
 
 /** Reads a batch manifest from a file or S3 URI; needs no Temporal server. */

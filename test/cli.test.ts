@@ -46,15 +46,14 @@ describe('skynewt command line', () => {
     expect(up.address).toBe(env.SKYNEWT_TEMPORAL_ADDRESS);
     expect(up.processes.map((entry: { name: string }) => entry.name).sort()).toEqual(['inference', 'orchestrator', 'temporal-server']);
 
-    const { detection, direction } = DEMO_MODELS;
+    const { detection } = DEMO_MODELS;
     const registered = JSON.parse(await skynewt('model', 'register', 'detector', detection.file, '--task', 'segmentation', '--input-size', '640x640', '--version', 'v4', '--json'));
     expect(registered.created).toBe(true);
     expect(registered.sha256).toMatch(/^[0-9a-f]{64}$/);
     const again = JSON.parse(await skynewt('model', 'register', 'detector', detection.file, '--task', 'segmentation', '--input-size', '640x640', '--version', 'v4', '--json'));
     expect(again.created).toBe(false);
-    const conflict = await skynewtFails('model', 'register', 'detector', direction.file, '--task', 'segmentation', '--input-size', '640x640', '--version', 'v4');
-    expect(conflict).toContain('detector@v4');
-    expect(conflict).toContain(registered.sha256);
+    const conflict = await skynewtFails('model', 'register', 'detector', detection.file, '--task', 'segmentation', '--input-size', '640x640', '--version', 'v4', '--threshold', '0.5');
+    expect(conflict).toContain('detector@v4 is already registered with the same file but other settings (threshold 0.3 → 0.5)');
 
     const shown = JSON.parse(await skynewt('model', 'show', 'detector@v4', '--json'));
     expect(shown.preprocess).toEqual({ width: 640, height: 640, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
@@ -88,6 +87,33 @@ describe('skynewt command line', () => {
     expect(manifest.shards).toHaveLength(2);
     const second = JSON.parse(await skynewt('status', started, '--json'));
     expect(second.executionStatus).toMatch(/RUNNING|COMPLETED/);
+  });
+
+  it('reports errors with their cause', async () => {
+    const folder = sampleFolder(['coins.png']);
+    const missing = await skynewtFails('run', folder, '--model', 'no-such-model', '--wait');
+    expect(missing).toContain('ModelNotFound: ');
+    expect(missing).toContain('no-such-model');
+    expect(missing).not.toContain('Activity task failed');
+
+    const json = await run(process.execPath, [CLI, 'run', folder, '--model', 'no-such-model', '--wait', '--json'], { env }).then(() => null, (error: { stdout: string }) => error);
+    const failed = JSON.parse(json!.stdout);
+    expect(failed.status).toBe('failed');
+    expect(failed.error).toContain('ModelNotFound');
+
+    const status = JSON.parse(await skynewt('status', failed.batchId, '--json'));
+    expect(status.status).toBe('failed');
+    expect(status.error).toContain('ModelNotFound');
+
+    await skynewt('run', folder, '--model', 'detector', '--batch-id', 'reused-id', '--wait');
+    expect(await skynewtFails('run', folder, '--model', 'detector', '--batch-id', 'reused-id')).toContain('Batch id reused-id is already used');
+    expect(await skynewtFails('status', 'never-started')).toContain('Batch never-started not found');
+    expect(await skynewtFails('results', failed.batchId)).toContain('ModelNotFound');
+
+    const notOnnx = path.join(folder, 'coins.png');
+    expect(await skynewtFails('model', 'register', 'bad', notOnnx, '--task', 'segmentation', '--input-size', '64x64')).toContain('onnxruntime could not load it');
+    const { direction } = DEMO_MODELS;
+    expect(await skynewtFails('model', 'register', 'bad', direction.file, '--task', 'segmentation', '--input-size', '192x48')).toContain('must output one probability map');
   });
 
   it('explains a stack that is not running', async () => {

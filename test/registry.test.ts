@@ -106,9 +106,20 @@ function registryContract(label: string, open: () => ModelRegistry, prefix: stri
       const registry = open();
       const name = `${prefix}-idempotent`;
       const first = await registry.register(request(name, { version: '1.0' }));
-      const again = await registry.register(request(name, { version: '1.0', threshold: 0.1 }));
+      const again = await registry.register(request(name, { version: '1.0' }));
       expect(again.created).toBe(false);
       expect(again.model).toEqual(first.model);
+    });
+
+    it('same bytes with other settings are rejected', async () => {
+      const registry = open();
+      const name = `${prefix}-settings`;
+      await registry.register(request(name, { version: '1' }));
+      const error = await rejection(registry.register(request(name, { version: '1', threshold: 0.1 })));
+      expect(error.name).toBe('ModelVersionConflict');
+      expect(error.message).toContain(`${name}@1`);
+      expect(error.message).toContain('→ 0.1');
+      expect(error.message).toContain('new --version');
     });
 
     it('other bytes are rejected', async () => {

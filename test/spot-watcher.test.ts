@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { capacityFromMetadata } from '../workers/ec2-capacity';
 import { InstanceMetadataClient } from '../workers/instance-metadata';
 import { SpotWatcher, type SpotNotice } from '../workers/spot-watcher';
-import { startFakeImds, type FakeImds } from './fake-imds';
+import { startFakeImds, type FakeImds } from '../infra/local/fake-imds';
 
 describe('spot watcher', () => {
   let imds: FakeImds | undefined;

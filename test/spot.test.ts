@@ -6,7 +6,7 @@ import { LocalRegistry } from '../activities/registry/local-registry';
 import type { ModelVersion, OutputRecord } from '../activities/types';
 import { registerModel } from '../cli/model-commands';
 import { DEMO_MODELS } from '../cli/demo';
-import { startFakeImds, type FakeImds } from './fake-imds';
+import { startFakeImds, type FakeImds } from '../infra/local/fake-imds';
 import { registerDetector, startTestStack, tempDir, type TestStack } from './helpers';
 import { killIfRunning, spawnInferenceWorker, waitForCursor, type WorkerProcess } from './worker-process';
 

@@ -4,6 +4,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
+import { skynewtHome } from '../activities/local-home';
 import { toFileUri } from '../activities/storage/uri';
 import { GPU_SPOT_TASK_QUEUE, ORCHESTRATOR_TASK_QUEUE } from '../workflows/names';
 
@@ -12,7 +13,7 @@ export interface SkyNewtConfig {
   address: string;
   /** SKYNEWT_NAMESPACE, default `default`. */
   namespace: string;
-  /** Local state folder (registry, results, dev server database, logs). SKYNEWT_HOME, default ./.skynewt. */
+  /** Local state folder (registry, results, dev server database, logs). SKYNEWT_HOME, default the nearest .skynewt above the current folder. */
   home: string;
   /** Output root for batches that give none, as a URI. SKYNEWT_RESULTS, default file://<home>/results. */
   resultsRoot: string;
@@ -47,7 +48,7 @@ function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number)
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig {
-  const home = path.resolve(env.SKYNEWT_HOME ?? '.skynewt');
+  const home = skynewtHome(env);
   return {
     address: env.SKYNEWT_TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
     namespace: env.SKYNEWT_NAMESPACE ?? 'default',

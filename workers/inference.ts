@@ -17,6 +17,7 @@ import type { ObjectStore } from '../activities/storage/object-store';
 import { createObjectStore } from '../activities/storage/stores';
 import type { Capacity } from '../activities/types';
 import { GPU_SPOT_TASK_QUEUE } from '../workflows/names';
+import { disableMetadataOffEc2 } from '../activities/local-home';
 import { loadConfig } from './config';
 import { capacityFromMetadata } from './ec2-capacity';
 import { InstanceMetadataClient } from './instance-metadata';
@@ -83,6 +84,7 @@ export function drainWorker(worker: Worker, drain: Drain, reason: string): void 
 }
 
 export async function runInferenceWorker(): Promise<void> {
+  disableMetadataOffEc2();
   // The worker handles its own signals: SIGTERM drains, so shards hand back their checkpoints.
   Runtime.install({ shutdownSignals: [] });
   const logger = Runtime.instance().logger;

@@ -8,6 +8,7 @@ import { createOrchestratorActivities } from '../activities/orchestrator-activit
 import { openRegistry } from '../activities/registry/open-registry';
 import { createObjectStore } from '../activities/storage/stores';
 import { ORCHESTRATOR_TASK_QUEUE } from '../workflows/names';
+import { disableMetadataOffEc2 } from '../activities/local-home';
 import { loadConfig } from './config';
 import { WORKER_READY_MARKER } from './ready';
 
@@ -31,6 +32,7 @@ export async function createOrchestratorWorker(options: OrchestratorWorkerOption
 }
 
 export async function runOrchestratorWorker(): Promise<void> {
+  disableMetadataOffEc2();
   const config = loadConfig();
   const connection = await NativeConnection.connect({ address: config.address });
   const activities = createOrchestratorActivities({

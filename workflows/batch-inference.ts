@@ -4,8 +4,10 @@
  * activities, and the manifest is assembled by an activity that reads them back.
  */
 import {
+  ContinueAsNew,
   continueAsNew,
   defineQuery,
+  isCancellation,
   log,
   proxyActivities,
   setHandler,
@@ -46,6 +48,10 @@ export async function batchInference(raw: unknown, resumed?: BatchState): Promis
   let status: BatchStatus = resumed ? 'running' : 'starting';
   let state: BatchState | undefined = resumed;
   const running = new Set<number>();
+  // The progress query still answers after the workflow closes, so it must say how it ended.
+  const setStatus = (next: BatchStatus) => {
+    status = next;
+  };
 
   setHandler(progressQuery, (): BatchProgress => ({
     batchId: state?.input.batchId ?? info.workflowId,
@@ -63,13 +69,28 @@ export async function batchInference(raw: unknown, resumed?: BatchState): Promis
     run: state?.runs ?? 1,
   }));
 
-  if (state === undefined) {
-    state = await startBatch(raw, info.workflowId, info.startTime.toISOString());
-  } else {
-    state.runs += 1;
+  try {
+    if (state === undefined) {
+      state = await startBatch(raw, info.workflowId, info.startTime.toISOString());
+    } else {
+      state.runs += 1;
+    }
+    setStatus('running');
+    return await runShards(raw, state, running, setStatus);
+  } catch (err) {
+    if (!isContinueAsNew(err)) setStatus(isCancellation(err) ? 'cancelled' : 'failed');
+    throw err;
   }
-  status = 'running';
-  const batch: BatchState = state;
+}
+
+/** Runs the remaining shards, then continues as new or writes the manifest. */
+async function runShards(
+  raw: unknown,
+  batch: BatchState,
+  running: Set<number>,
+  setStatus: (status: BatchStatus) => void,
+): Promise<BatchSummary> {
+  const info = workflowInfo();
   const budgets = {
     spotTaskQueue: batch.input.taskQueue,
     onDemandTaskQueue: batch.input.onDemandTaskQueue,
@@ -126,7 +147,7 @@ export async function batchInference(raw: unknown, resumed?: BatchState): Promis
     return await continueAsNew<typeof batchInference>(raw, batch);
   }
 
-  status = 'writing-manifest';
+  setStatus('writing-manifest');
   const { manifestUri } = await orchestrator.writeManifest({
     batchId: batch.input.batchId,
     workflowId: info.workflowId,
@@ -139,7 +160,7 @@ export async function batchInference(raw: unknown, resumed?: BatchState): Promis
     runs: batch.runs,
   });
   const failed = batch.totals.shardsFailed > 0;
-  status = failed ? 'completed-with-errors' : 'completed';
+  setStatus(failed ? 'completed-with-errors' : 'completed');
   upsertMemo({ manifest: manifestUri });
   log.info('Batch finished', { batchId: batch.input.batchId, images: batch.listing.images, imagesFailed: batch.totals.imagesFailed, shardsFailed: batch.totals.shardsFailed });
 
@@ -185,6 +206,10 @@ async function startBatch(raw: unknown, workflowId: string, startedAt: string): 
   log.info('Batch planned', { batchId: input.batchId, images: listing.images, shards: listing.shards, model: `${model.name}@${model.version}` });
 
   return { input, model, listing, outputUri, nextShard: 0, totals: emptyTotals(), startedAt, runs: 1 };
+}
+
+function isContinueAsNew(err: unknown): boolean {
+  return err instanceof ContinueAsNew;
 }
 
 function shardListingUri(listingUri: string, index: number): string {

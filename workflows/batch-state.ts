@@ -38,7 +38,7 @@ export interface BatchState {
   runs: number;
 }
 
-export type BatchStatus = 'starting' | 'running' | 'writing-manifest' | 'completed' | 'completed-with-errors';
+export type BatchStatus = 'starting' | 'running' | 'writing-manifest' | 'completed' | 'completed-with-errors' | 'failed' | 'cancelled';
 
 export interface BatchProgress {
   batchId: string;

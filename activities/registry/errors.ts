@@ -43,6 +43,18 @@ export class ModelVersionConflict extends Error {
   }
 }
 
+/** Raised when the same bytes are registered again under a version with other settings. */
+export class ModelSettingsConflict extends Error {
+  override readonly name = 'ModelVersionConflict';
+
+  constructor(readonly model: string, readonly version: string, readonly changed: string[]) {
+    super(
+      `Model ${model}@${version} is already registered with the same file but other settings (${changed.join('; ')}). ` +
+        `Registered versions are immutable; register these settings under a new --version.`,
+    );
+  }
+}
+
 /** Raised for an invalid model name or version string. */
 export class InvalidModelName extends Error {
   override readonly name = 'InvalidModelName';

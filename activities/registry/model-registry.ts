@@ -5,7 +5,7 @@
  */
 
 import type { ModelTask, ModelVersion, PreprocessSpec } from '../types';
-import { InvalidModelName, InvalidModelSpec, ModelVersionConflict } from './errors';
+import { InvalidModelName, InvalidModelSpec, ModelVersionConflict, ModelSettingsConflict } from './errors';
 
 export interface RegisterRequest {
   name: string;
@@ -72,6 +72,10 @@ export async function registerVersion(request: RegisterRequest, sha256: string, 
     if ('conflict' in outcome) {
       throw new ModelVersionConflict(request.name, request.version, outcome.conflict.sha256, sha256);
     }
+    const changed = changedSettings(outcome.result.model, request);
+    if (!outcome.result.created && changed.length > 0) {
+      throw new ModelSettingsConflict(request.name, request.version, changed);
+    }
     return outcome.result;
   }
 
@@ -87,10 +91,21 @@ export async function registerVersion(request: RegisterRequest, sha256: string, 
   );
 }
 
+/**
+ * Names the settings of a register request that differ from the stored version. A version is
+ * immutable as a whole: the same bytes with another threshold would give other results.
+ */
+export function changedSettings(existing: ModelVersion, request: RegisterRequest): string[] {
+  const changed: string[] = [];
+  if (existing.task !== request.task) changed.push(`task ${existing.task} → ${request.task}`);
+  if (JSON.stringify(existing.preprocess) !== JSON.stringify(request.preprocess)) changed.push('preprocessing (input size, mean or std)');
+  if (JSON.stringify(existing.labels) !== JSON.stringify(request.labels)) changed.push('labels');
+  if (existing.threshold !== request.threshold) changed.push(`threshold ${existing.threshold} → ${request.threshold}`);
+  return changed;
+}
+
 /** Returns the existing record as an idempotent result when its sha256 matches, else as a conflict. */
 export function compareWithExisting(existing: ModelVersion, sha256: string): PublishOutcome {
-  // NOTE: only the bytes are compared. A second register of the same bytes with another
-  // threshold, labels or preprocessing returns the stored version unchanged.
   if (existing.sha256 === sha256) {
     return { result: { model: existing, created: false } };
   }

@@ -10,6 +10,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { ObjectStore } from '../storage/object-store';
 import { createObjectStore } from '../storage/stores';
 import { parseUri } from '../storage/uri';
+import { skynewtHome } from '../local-home';
 import { DynamoRegistry } from './dynamo-registry';
 import { LocalRegistry } from './local-registry';
 import type { ModelRegistry } from './model-registry';
@@ -51,6 +52,6 @@ export function openRegistry(env: NodeJS.ProcessEnv = process.env, deps: OpenReg
     });
   }
 
-  const folder = env.SKYNEWT_REGISTRY_DIR || path.join(env.SKYNEWT_HOME || '.skynewt', 'registry');
+  const folder = env.SKYNEWT_REGISTRY_DIR || path.join(skynewtHome(env), 'registry');
   return new LocalRegistry(path.resolve(folder));
 }

@@ -1,5 +1,5 @@
 /**
- * A fake EC2 instance metadata service on 127.0.0.1 for tests: it serves IMDSv2 tokens, the
+ * A fake EC2 instance metadata service on 127.0.0.1 for tests and the chaos drill: it serves IMDSv2 tokens, the
  * instance identity paths, and spot notices once a test issues them.
  */
 import { randomUUID } from 'node:crypto';
