@@ -14,11 +14,13 @@ export interface TraceEntry {
   host: string;
   /** Wall time spent on the image, in milliseconds. */
   ms: number;
+  /** When the image finished, in epoch milliseconds. */
+  at: number;
 }
 
-export type ProcessTrace = (entry: TraceEntry) => void;
+export type ProcessTrace = (entry: Omit<TraceEntry, 'at'>) => void;
 
 export function createProcessTrace(file: string | undefined): ProcessTrace | undefined {
   if (!file) return undefined;
-  return (entry) => appendFileSync(file, JSON.stringify(entry) + '\n');
+  return (entry) => appendFileSync(file, JSON.stringify({ ...entry, at: Date.now() }) + '\n');
 }

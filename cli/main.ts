@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { disableMetadataOffEc2 } from '../activities/local-home';
 import { addBatchCommands } from './batch-commands';
 import { addDemoCommand } from './demo';
+import { addDrillCommand } from './drill-command';
 import { addModelCommands } from './model-commands';
 import { addStackCommands } from './stack-commands';
 import { UsageError } from './output';
@@ -17,6 +18,7 @@ addStackCommands(program);
 addModelCommands(program);
 addBatchCommands(program);
 addDemoCommand(program);
+addDrillCommand(program);
 
 program.parseAsync(process.argv).then(
   () => {
