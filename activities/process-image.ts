@@ -71,6 +71,7 @@ export async function processImage(deps: ImageDeps, job: ImageJob, timings: Stag
   const record: OutputRecord = {
     ...base,
     inputEtag: object.etag,
+    ...(object.versionId ? { inputVersionId: object.versionId } : {}),
     status: 'ok',
     width: image.width,
     height: image.height,

@@ -17,6 +17,7 @@ import type { CostMeter } from './cost-meter';
 import type { Drain } from './drain';
 import type { ProcessTrace } from './process-trace';
 import { emptyTimings, processImage } from './process-image';
+import { shardLineage } from './lineage';
 import type { Capacity, OutputRecord, ShardCheckpoint, ShardInput, ShardPart, ShardResult } from './types';
 
 /** Longest time between checkpoints while images complete, in milliseconds. */
@@ -169,6 +170,7 @@ export function createRunShard(deps: ShardDeps) {
       timings: roundTimings(timings),
       wallSeconds: Math.round(checkpoint.priorSeconds * 1000) / 1000,
       costUsd: checkpoint.priorCostUsd,
+      lineage: shardLineage(input.model, deps.runner.executionProviders, deps.capacity),
       attempts: [
         ...input.previousAttempts,
         {

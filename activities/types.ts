@@ -3,6 +3,8 @@
  * crosses Temporal's payload boundary, so it holds only references, counts and hashes.
  */
 
+import type { ShardLineage } from './lineage';
+
 export type ModelTask = 'segmentation' | 'classification';
 
 /** How an image becomes the model's input tensor (NCHW, float32). */
@@ -67,6 +69,8 @@ export interface OutputRecord {
   input: string;
   /** S3 ETag of the input object, or `sha256:<hex>` of its bytes for files. */
   inputEtag: string | null;
+  /** S3 version id of the input object, where the bucket is versioned. */
+  inputVersionId?: string;
   status: 'ok' | 'failed';
   error?: string;
   width?: number;
@@ -166,6 +170,8 @@ export interface ShardResult {
   costUsd: number;
   /** Every attempt at this shard, the last one being the attempt that completed it. */
   attempts: ShardAttempt[];
+  /** Runtime, preprocessing and build that produced every record of the shard. */
+  lineage: ShardLineage;
 }
 
 export interface Listing {

@@ -39,6 +39,7 @@ export interface ManifestShard {
   wallSeconds: number;
   timings: ShardResult['timings'];
   attempts: ShardResult['attempts'];
+  lineage: ShardResult['lineage'];
 }
 
 export interface BatchManifest {
@@ -141,6 +142,7 @@ function toManifestShard(result: ShardResult): ManifestShard {
     wallSeconds: result.wallSeconds,
     timings: result.timings,
     attempts: result.attempts,
+    lineage: result.lineage,
   };
 }
 

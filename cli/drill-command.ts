@@ -11,6 +11,7 @@ import { printJson, printTable, UsageError } from './output';
 interface DrillFlags {
   images: string;
   workers: string;
+  shardConcurrency: string;
   notices: string;
   kills: string;
   shardSize: string;
@@ -39,6 +40,7 @@ export function addDrillCommand(program: Command): void {
     .description('run a batch on a private local stack while spot notices and SIGKILLs hit its inference workers, then print the figures')
     .option('--images <n>', 'images in the batch', '200')
     .option('--workers <n>', 'inference workers kept running', '3')
+    .option('--shard-concurrency <n>', 'shards each worker runs at once', '2')
     .option('--notices <n>', 'spot termination notices to inject', '2')
     .option('--kills <n>', 'SIGKILLs to inject', '2')
     .option('--shard-size <n>', 'images per shard', '50')
@@ -51,6 +53,7 @@ export function addDrillCommand(program: Command): void {
       const report = await runChaosDrill({
         images: count('--images', flags.images, 1, 100_000),
         workers: count('--workers', flags.workers, 1, 16),
+        shardConcurrency: count('--shard-concurrency', flags.shardConcurrency, 1, 16),
         notices: count('--notices', flags.notices, 0, 100),
         kills: count('--kills', flags.kills, 0, 100),
         shardSize: count('--shard-size', flags.shardSize, 1, 5000),
@@ -71,6 +74,7 @@ export function addDrillCommand(program: Command): void {
         'processed more than once': report.processedMoreThanOnce,
         'redone after a notice': report.redoneAfterNotice,
         'redone after a kill (max)': report.redoneAfterKillMax,
+        'notice to worker exit': seconds(report.noticeToExit),
         'notice to resume': seconds(report.noticeToResume),
         'kill to resume': seconds(report.killToResume),
         'wasted worker-seconds': report.wastedWorkerSeconds,

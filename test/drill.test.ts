@@ -6,6 +6,7 @@ describe('chaos drill', () => {
     const report = await runChaosDrill({
       images: 40,
       workers: 2,
+      shardConcurrency: 2,
       notices: 1,
       kills: 1,
       shardSize: 10,
@@ -24,6 +25,7 @@ describe('chaos drill', () => {
     expect(report.missing).toBe(0);
     expect(report.redoneAfterNotice).toBe(0);
     expect(report.redoneAfterKillMax).toBeLessThanOrEqual(5);
+    expect(report.noticeToExit.maxSeconds).toBeLessThan(30);
     if (report.noticeToResume.maxSeconds !== null) expect(report.noticeToResume.maxSeconds).toBeLessThan(10);
   });
 });

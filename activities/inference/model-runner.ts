@@ -91,6 +91,11 @@ export class ModelRunner {
 
   private constructor(private readonly options: ModelRunnerOptions) {}
 
+  /** Execution providers the sessions are created with, in order of preference. */
+  get executionProviders(): string[] {
+    return this.options.executionProviders ?? ['cpu'];
+  }
+
   /** Starts the model thread and resolves once onnxruntime-node has loaded in it. */
   static async start(options: ModelRunnerOptions = {}): Promise<ModelRunner> {
     const runner = new ModelRunner(options);

@@ -28,6 +28,8 @@ import { computeDrillReport, type DrillEvent, type DrillReport } from './drill-r
 export interface DrillOptions {
   images: number;
   workers: number;
+  /** Shards each inference worker runs at once; a free slot lets a handed-back shard resume at once. */
+  shardConcurrency: number;
   notices: number;
   kills: number;
   shardSize: number;
@@ -69,6 +71,8 @@ export async function runChaosDrill(options: DrillOptions): Promise<DrillReport>
   const scratch = mkdtempSync(path.join(os.tmpdir(), 'skynewt-drill-'));
   const trace = path.join(scratch, 'trace.jsonl');
   const slots: WorkerSlot[] = [];
+  /** When each worker process ended, in epoch milliseconds, by host. */
+  const exits = new Map<string, number>();
   let nextHost = 1;
   try {
     Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -111,6 +115,7 @@ export async function runChaosDrill(options: DrillOptions): Promise<DrillReport>
           SKYNEWT_IMDS_URL: imds.url,
           SKYNEWT_SPOT_POLL_MS: '250',
           SKYNEWT_INTRA_OP_THREADS: '1',
+          SKYNEWT_SHARD_CONCURRENCY: String(options.shardConcurrency),
           SKYNEWT_TRACE_FILE: trace,
           // The worker reads EC2 metadata from the fake, but AWS credentials never from it.
           AWS_EC2_METADATA_DISABLED: 'true',
@@ -118,7 +123,10 @@ export async function runChaosDrill(options: DrillOptions): Promise<DrillReport>
         },
         stdio: 'ignore',
       });
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      const exited = new Promise<void>((resolve) => child.once('exit', () => {
+        exits.set(host, Date.now());
+        resolve();
+      }));
       const slot = { host, imds, child, exited };
       slots.push(slot);
       return slot;
@@ -131,7 +139,7 @@ export async function runChaosDrill(options: DrillOptions): Promise<DrillReport>
       model: `${model.name}@${model.version}`,
       shardSize: options.shardSize,
       checkpointEvery: options.checkpointEvery,
-      maxConcurrentShards: options.workers * 2,
+      maxConcurrentShards: options.workers * options.shardConcurrency,
       // The drill measures spot recovery, so shards stay on the spot queue however often they move.
       preemptionsBeforeOnDemand: 0,
     });
@@ -163,7 +171,7 @@ export async function runChaosDrill(options: DrillOptions): Promise<DrillReport>
 
     const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), options.timeoutSeconds * 1000).unref());
     if (!(await Promise.race([done, timeout]))) throw new Error(`The drill batch ${batchId} did not finish within ${options.timeoutSeconds} s.`);
-    return await computeDrillReport({ client, store, batchId, events, traceFile: trace, images: options.images, shardSize: options.shardSize });
+    return await computeDrillReport({ client, store, batchId, events, exits, traceFile: trace, images: options.images, shardSize: options.shardSize });
   } finally {
     for (const slot of slots) {
       if (slot.child.exitCode === null && slot.child.signalCode === null) slot.child.kill('SIGKILL');

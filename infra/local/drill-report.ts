@@ -39,6 +39,9 @@ export interface DrillReport {
   redoneAfterNotice: number;
   /** The most images processed again after one SIGKILL. */
   redoneAfterKillMax: number;
+  /** From a notice until the noticed worker process had exited. */
+  noticeToExit: Spread;
+  /** From a notice until the next attempt of each shard it interrupted started its first image. */
   noticeToResume: Spread;
   killToResume: Spread;
   /** Worker time spent on images whose results were discarded. */
@@ -51,6 +54,8 @@ export interface ReportInput {
   store: ObjectStore;
   batchId: string;
   events: DrillEvent[];
+  /** When each worker process ended, in epoch milliseconds, by host. */
+  exits: Map<string, number>;
   traceFile: string;
   images: number;
   shardSize: number;
@@ -148,6 +153,7 @@ export async function computeDrillReport(input: ReportInput): Promise<DrillRepor
     processedMoreThanOnce: [...processed.values()].filter((count) => count > 1).length,
     redoneAfterNotice,
     redoneAfterKillMax: Math.max(0, ...redoneByKilledAttempt.values()),
+    noticeToExit: spread(input.events.filter((event) => event.kind === 'notice' && input.exits.has(event.host)).map((event) => (input.exits.get(event.host)! - event.atMs) / 1000)),
     noticeToResume: spread(noticeToResume),
     killToResume: spread(killToResume),
     wastedWorkerSeconds: round(wastedMs / 1000),
