@@ -8,6 +8,7 @@ export const FailureType = {
   InvalidBatchInput: 'InvalidBatchInput',
   ModelNotFound: 'ModelNotFound',
   ModelChecksumMismatch: 'ModelChecksumMismatch',
+  ModelLoadFailed: 'ModelLoadFailed',
   /** A shard handed back by a draining worker; capacity loss, not an error. */
   SpotInterruption: 'SpotInterruption',
 } as const;

@@ -16,6 +16,8 @@ import { manifestUri } from './write-manifest';
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.gif', '.avif'];
 
 export interface ListInputsRequest {
+  /** Workflow that owns the batch; a second workflow with the same batch id is rejected. */
+  workflowId: string;
   input: string;
   output?: string;
   batchId: string;
@@ -28,7 +30,8 @@ export interface ListInputsResult {
 }
 
 export function isImageUri(uri: string): boolean {
-  const lower = uri.toLowerCase().split('?')[0];
+  // S3 keys and file names are taken literally: a `?` is part of the name, not a query string.
+  const lower = uri.toLowerCase();
   return IMAGE_EXTENSIONS.some((ext) => lower.endsWith(ext));
 }
 
@@ -36,11 +39,7 @@ export function createListInputs(deps: { store: ObjectStore; resultsRoot: string
   return async function listInputs(request: ListInputsRequest): Promise<ListInputsResult> {
     const outputUri = joinUri(request.output ?? deps.resultsRoot, request.batchId);
     const listingUri = joinUri(outputUri, 'inputs');
-    if (await deps.store.exists(manifestUri(outputUri))) {
-      throw invalidInput(
-        `Invalid batch input: "batchId" ${request.batchId} already has results at ${outputUri}; choose another batchId or output, so the finished batch is not overwritten.`,
-      );
-    }
+    await claimOutput(deps.store, outputUri, request);
     const hash = createHash('sha256');
     let chunk: string[] = [];
     let images = 0;
@@ -76,6 +75,36 @@ export function createListInputs(deps: { store: ObjectStore; resultsRoot: string
     log.info('Inputs listed', { batchId: request.batchId, images, shards, listing: listingUri });
     return { outputUri, listing: { uri: listingUri, images, shards, sha256: hash.digest('hex') } };
   };
+}
+
+/**
+ * Claims `<output>/<batchId>/` for this workflow by writing `batch.json`, so two workflows given
+ * the same batch id cannot write into one folder, and a finished batch is never overwritten.
+ * A retry of the same workflow finds its own claim and goes on.
+ */
+async function claimOutput(store: ObjectStore, outputUri: string, request: ListInputsRequest): Promise<void> {
+  const claimUri = joinUri(outputUri, 'batch.json');
+  const taken = (message: string) =>
+    invalidInput(`Invalid batch input: "batchId" ${request.batchId} ${message} at ${outputUri}; choose another batchId or output, so that batch's results are not overwritten.`);
+  if (await store.exists(manifestUri(outputUri))) throw taken('already has finished results');
+  if (await store.exists(claimUri)) {
+    const claim = JSON.parse((await store.get(claimUri)).body.toString('utf8')) as { workflowId?: string };
+    if (claim.workflowId !== request.workflowId) throw taken(`is already used by workflow ${claim.workflowId}`);
+    return;
+  }
+  const body = JSON.stringify({ batchId: request.batchId, workflowId: request.workflowId, input: request.input }, null, 2);
+  await store.put(claimUri, body, { contentType: 'application/json' }).catch((err: unknown) => {
+    throw unwritableOutput(err, outputUri);
+  });
+}
+
+/** Converts an output that cannot be written into `InvalidBatchInput`, naming the cause. */
+function unwritableOutput(err: unknown, outputUri: string): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code && ['EROFS', 'EACCES', 'EPERM', 'ENOTDIR', 'ENOENT', 'ENAMETOOLONG'].includes(code)) {
+    return invalidInput(`Invalid batch input: "output" ${outputUri} cannot be written (${code}: ${(err as Error).message}); give a writable folder or bucket.`);
+  }
+  return missingBucket(err, 'output', outputUri);
 }
 
 /** Converts a missing-bucket error into `InvalidBatchInput`, because no retry can fix it. */
@@ -133,7 +162,13 @@ async function* imagesUnder(store: ObjectStore, prefixUri: string): AsyncGenerat
  */
 async function* manifestLines(store: ObjectStore, manifestUri: string, baseDir: string | null): AsyncGenerator<string> {
   const { body } = await store.get(manifestUri);
-  const lines = body.toString('utf8').split(/\r?\n/);
+  // A NUL byte in the first 8 KiB means binary data, such as an image with an unknown extension.
+  if (body.subarray(0, 8192).includes(0)) {
+    throw invalidInput(
+      `Invalid batch input: "input" ${manifestUri} is neither an image (${IMAGE_EXTENSIONS.join(', ')}) nor a text manifest of image URIs; rename the image or list it in a manifest.`,
+    );
+  }
+  const lines = body.toString('utf8').replace(/^\uFEFF/, '').split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i].trim();
     if (line === '' || line.startsWith('#')) continue;

@@ -35,6 +35,22 @@ export function maskUri(outputUri: string, index: number): string {
   return joinUri(outputUri, 'masks', `${String(index).padStart(9, '0')}.png`);
 }
 
+/** Node.js error codes that mean this input path cannot be read as a file. */
+const UNREADABLE_FILE_CODES = new Set(['EISDIR', 'EACCES', 'EPERM', 'ENOENT', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP']);
+/** S3 error names that mean this object cannot be read, whatever the retry. */
+const UNREADABLE_OBJECT_NAMES = new Set(['NotFound', 'NoSuchKey', 'NoSuchBucket', 'AccessDenied', 'InvalidObjectState', 'InvalidBucketName']);
+
+/** Returns why an input cannot be read, or null when the error may pass on retry. */
+export function unreadableInput(err: unknown): string | null {
+  if (!(err instanceof Error)) return null;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code !== undefined && UNREADABLE_FILE_CODES.has(code)) return err.message.startsWith(code) ? err.message : `${code}: ${err.message}`;
+  if (UNREADABLE_OBJECT_NAMES.has(err.name)) return `${err.name}: ${err.message}`;
+  const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  if (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429) return `HTTP ${status} ${err.name}: ${err.message}`;
+  return null;
+}
+
 export async function processImage(deps: ImageDeps, job: ImageJob, timings: StageTimings): Promise<OutputRecord> {
   const base = { index: job.index, input: job.uri, modelSha256: job.model.sha256 };
 
@@ -43,10 +59,10 @@ export async function processImage(deps: ImageDeps, job: ImageJob, timings: Stag
   try {
     object = await deps.store.get(job.uri, job.signal);
   } catch (err) {
-    // A missing input is the input's problem; anything else (throttling, 5xx) may pass on retry.
-    if (err instanceof Error && err.name === 'NotFound') {
-      return { ...base, inputEtag: null, status: 'failed', error: `not found: ${err.message}` };
-    }
+    // A problem with this one input is recorded; throttling, 5xx and network errors may pass
+    // on retry, so they fail the attempt instead.
+    const reason = unreadableInput(err);
+    if (reason !== null) return { ...base, inputEtag: null, status: 'failed', error: `unreadable: ${reason}` };
     throw err;
   }
   timings.downloadMs += performance.now() - t;

@@ -53,6 +53,14 @@ export function shardPartsUri(outputUri: string, index: number): string {
 }
 
 /**
+ * Key of the part that starts at shard offset `start`. Checkpoints carry offsets only, so a
+ * checkpoint stays small however many parts a shard has.
+ */
+export function shardPartUri(outputUri: string, index: number, start: number): string {
+  return joinUri(shardPartsUri(outputUri, index), `part-${String(start).padStart(5, '0')}.jsonl`);
+}
+
+/**
  * Loads the model into the runner unless a session for its sha256 is already cached. Returns the
  * load time in milliseconds, or null on a cache hit.
  */
@@ -65,7 +73,12 @@ export async function ensureModelLoaded(deps: Pick<ShardDeps, 'registry' | 'runn
     if (err instanceof Error && err.name === FailureType.ModelChecksumMismatch) {
       throw ApplicationFailure.create({ message: err.message, type: FailureType.ModelChecksumMismatch, nonRetryable: true });
     }
-    throw err;
+    // The bytes match the registry, so onnxruntime rejecting them will not change on retry.
+    throw ApplicationFailure.create({
+      message: `Model ${model.name}@${model.version} could not be loaded by onnxruntime: ${(err as Error).message}. Register a valid ONNX file under a new version.`,
+      type: FailureType.ModelLoadFailed,
+      nonRetryable: true,
+    });
   }
 }
 
@@ -98,12 +111,12 @@ export function createRunShard(deps: ShardDeps) {
     let partStart = checkpoint.cursor;
 
     const commitPart = async (cursor: number) => {
-      const uri = joinUri(shardPartsUri(input.outputUri, input.shardIndex), `part-${String(partStart).padStart(5, '0')}.jsonl`);
+      const uri = shardPartUri(input.outputUri, input.shardIndex, partStart);
       const uploadStart = performance.now();
       await deps.store.put(uri, toJsonl(pending), { contentType: 'application/x-ndjson' });
       timings.uploadMs += performance.now() - uploadStart;
       const failed = pending.filter((record) => record.status === 'failed').length;
-      const part: ShardPart = { uri, start: partStart, end: cursor, ok: pending.length - failed, failed };
+      const part: ShardPart = { start: partStart, end: cursor, ok: pending.length - failed, failed };
       const spent = lease.read();
       checkpoint = {
         cursor,
@@ -241,7 +254,13 @@ async function assembleShard(store: ObjectStore, input: ShardInput, parts: Shard
     if (part.start !== expected) {
       throw new Error(`Shard ${input.shardIndex}: checkpoint parts are not contiguous at offset ${part.start}, expected ${expected}.`);
     }
-    chunks.push((await store.get(part.uri)).body);
+    const body = (await store.get(shardPartUri(input.outputUri, input.shardIndex, part.start))).body;
+    // A part overwritten by a stray older attempt would hold another range; never assemble it.
+    const lines = body.length === 0 ? 0 : body.toString('utf8').trimEnd().split('\n').length;
+    if (lines !== part.end - part.start) {
+      throw new Error(`Shard ${input.shardIndex}: part at offset ${part.start} has ${lines} lines, expected ${part.end - part.start}.`);
+    }
+    chunks.push(body);
     expected = part.end;
   }
   if (expected !== input.images) {

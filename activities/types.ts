@@ -115,8 +115,8 @@ export interface ShardAttempt {
   costUsd: number;
 }
 
+/** A checkpointed run of output lines; its object key follows from the shard and `start`. */
 export interface ShardPart {
-  uri: string;
   start: number;
   end: number;
   ok: number;

@@ -95,6 +95,9 @@ export function summaryRows(summary: BatchSummary): Record<string, string> {
 
 /** Starts a batch; with `wait`, follows it to the end and returns its summary. */
 export async function runBatch(client: SkyNewtClient, input: string, options: RunOptions): Promise<BatchSummary | string> {
+  if (options.batchId !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(options.batchId)) {
+    throw new UsageError(`Invalid --batch-id ${JSON.stringify(options.batchId)}: expected 1–100 letters, digits, ".", "_" or "-", starting with a letter or digit.`);
+  }
   const batch: BatchInput = {
     input: toInputUri(input, !input.startsWith('s3://')),
     model: options.model,

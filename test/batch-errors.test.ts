@@ -1,4 +1,4 @@
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
@@ -38,6 +38,9 @@ describe('batch input errors', () => {
     ['bad model reference', { model: 'Bad Name' }, /"model" is "Bad Name"/],
     ['relative input path', { input: 'images/' }, /"input" is "images\/"; accepted values are s3:\/\/bucket\/prefix/],
     ['http input', { input: 'http://example.com/a.png' }, /"input" is "http:\/\/example.com\/a.png"/],
+    ['missing model', { model: undefined }, /"model" is required/],
+    ['bucket name with two dots', { input: 's3://ab..cd/images' }, /invalid bucket "ab..cd"/],
+    ['bucket name like an IP address', { output: 's3://192.168.0.1/out' }, /invalid bucket "192.168.0.1"/],
   ];
 
   for (const [name, override, message] of cases) {
@@ -49,6 +52,26 @@ describe('batch input errors', () => {
       expect(failure.message).toMatch(message);
     });
   }
+
+  it('rejects a binary file that is not an image', async () => {
+    const folder = sampleFolder(['coins.png']);
+    const renamed = `${folder}/coins.bmp`;
+    copyFileSync(`${folder}/coins.png`, renamed);
+    const { batchId } = await stack.client.startBatch({ input: renamed, model: detector.name, taskQueue: stack.gpuTaskQueue });
+    const failure = await failureOf(stack.client.result(batchId));
+    expect(failure.type).toBe('InvalidBatchInput');
+    expect(failure.message).toContain('is neither an image');
+  });
+
+  it('rejects a batch id another workflow uses', async () => {
+    const input = { input: folder, model: detector.name, batchId: `shared-${Date.now()}`, taskQueue: stack.gpuTaskQueue };
+    const first = await stack.client.client.workflow.start('batchInference', { taskQueue: stack.taskQueue, workflowId: `${input.batchId}-a`, args: [input] });
+    await first.result();
+    const second = await stack.client.client.workflow.start('batchInference', { taskQueue: stack.taskQueue, workflowId: `${input.batchId}-b`, args: [input] });
+    const failure = await failureOf(second.result());
+    expect(failure.type).toBe('InvalidBatchInput');
+    expect(failure.message).toContain('already has finished results');
+  });
 
   it('rejects an input folder without images', async () => {
     const empty = sampleFolder([]);

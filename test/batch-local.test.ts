@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -98,6 +98,28 @@ describe('batch over local files', () => {
     expect(empty?.status).toBe('failed');
     expect(empty?.error).toMatch(/^empty: /);
     expect(records.filter((record) => record.status === 'ok')).toHaveLength(2);
+  });
+
+  it('records unreadable and oversized inputs as failed', async () => {
+    const folder = sampleFolder(['coins.png']);
+    mkdirSync(path.join(folder, 'folder.png'));
+    // A PNG header that claims 100000 x 100000 pixels, far past sharp's own default limit.
+    const huge = await sharp({ create: { width: 1, height: 1, channels: 3, background: '#000' } }).png().toBuffer();
+    huge.writeUInt32BE(100_000, 16);
+    huge.writeUInt32BE(100_000, 20);
+    writeFileSync(path.join(folder, 'huge.png'), huge);
+    const list = path.join(folder, 'images.txt');
+    writeFileSync(list, ['coins.png', 'folder.png', 'huge.png', 'missing.png'].join('\n'));
+
+    const { batchId } = await stack.client.startBatch({ input: list, model: detector.name, checkpointEvery: 1, taskQueue: stack.gpuTaskQueue });
+    const summary = await stack.client.result(batchId);
+    expect(summary.status).toBe('completed');
+    expect(summary.imagesFailed).toBe(3);
+    const records = readJsonl((await stack.client.manifest(batchId)).shards[0].output);
+    expect(records.map((record) => record.status)).toEqual(['ok', 'failed', 'failed', 'failed']);
+    expect(records[1].error).toMatch(/^unreadable: EISDIR/);
+    expect(records[2].error).toMatch(/^too-large: .*100000x100000/);
+    expect(records[3].error).toMatch(/^unreadable: NotFound/);
   });
 
   it('classifies with top-k labels', async () => {

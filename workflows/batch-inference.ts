@@ -196,6 +196,7 @@ async function startBatch(raw: unknown, workflowId: string, startedAt: string): 
   ]);
 
   const { outputUri, listing } = await orchestrator.listInputs({
+    workflowId,
     input: input.input,
     output: input.output,
     batchId: input.batchId,

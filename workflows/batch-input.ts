@@ -62,12 +62,24 @@ function invalid(message: string): never {
   throw ApplicationFailure.nonRetryable(message, 'InvalidBatchInput');
 }
 
+/** S3 bucket naming rules: 3–63 lowercase letters, digits, dots and hyphens, no `..`, not an IP address. */
+function isBucketName(name: string): boolean {
+  return /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(name) && !name.includes('..') && !/^\d+\.\d+\.\d+\.\d+$/.test(name);
+}
+
 function checkUri(field: string, value: unknown): string {
+  if (value === undefined || value === null || value === '') {
+    invalid(`Invalid batch input: "${field}" is required: ${URI_FORMS}.`);
+  }
   if (typeof value !== 'string' || value.trim() === '') {
-    invalid(`Invalid batch input: "${field}" is required and must be a non-empty string: ${URI_FORMS}.`);
+    invalid(`Invalid batch input: "${field}" is ${JSON.stringify(value)}; expected a string: ${URI_FORMS}.`);
   }
   const uri = value.trim();
-  const isS3 = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,62}(\/.*)?$/.test(uri);
+  const bucket = /^s3:\/\/([^/]*)/.exec(uri)?.[1];
+  const isS3 = bucket !== undefined && isBucketName(bucket);
+  if (bucket !== undefined && !isS3) {
+    invalid(`Invalid batch input: "${field}" ${JSON.stringify(value)} names the invalid bucket ${JSON.stringify(bucket)}; bucket names are 3–63 lowercase letters, digits, "." and "-".`);
+  }
   const isFile = uri.startsWith('file:///') || uri.startsWith('/');
   if (!isS3 && !isFile) {
     invalid(`Invalid batch input: "${field}" is ${JSON.stringify(value)}; accepted values are ${URI_FORMS}.`);
@@ -106,10 +118,13 @@ export function validateBatchInput(raw: unknown, workflowId: string): ResolvedBa
   }
 
   const input = checkUri('input', fields.input);
+  if (fields.model === undefined || fields.model === null) {
+    invalid('Invalid batch input: "model" is required; give "name" or "name@version" of a registered model (see skynewt model list).');
+  }
   if (typeof fields.model !== 'string' || !MODEL_PATTERN.test(fields.model)) {
     invalid(`Invalid batch input: "model" is ${JSON.stringify(fields.model)}; expected "name" or "name@version" of a registered model (see skynewt model list).`);
   }
-  const output = fields.output === undefined ? undefined : checkUri('output', fields.output);
+  const output = fields.output === undefined || fields.output === null ? undefined : checkUri('output', fields.output);
 
   const batchId = fields.batchId ?? workflowId;
   if (typeof batchId !== 'string' || !BATCH_ID_PATTERN.test(batchId)) {

@@ -22,7 +22,7 @@ import type { InferenceActivities } from '../activities/inference-activities';
 import type { ShardAttempt, ShardCheckpoint, ShardInput, ShardResult } from '../activities/types';
 
 /** Failure types that end the whole batch instead of one shard. */
-export const BATCH_FATAL_TYPES = ['ModelChecksumMismatch', 'ModelNotFound', 'InvalidBatchInput', 'ShardListingMismatch'];
+export const BATCH_FATAL_TYPES = ['ModelChecksumMismatch', 'ModelNotFound', 'ModelLoadFailed', 'InvalidBatchInput', 'ShardListingMismatch'];
 
 /**
  * Capacity losses after which a shard is failed anyway, so a task queue that keeps losing hosts
