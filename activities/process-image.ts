@@ -5,7 +5,7 @@
  */
 import type { ObjectStore } from './storage/object-store';
 import { joinUri } from './storage/uri';
-import { decodeImage, ImageDecodeError } from './inference/preprocess';
+import { decodeImage, ImageDecodeError, type DecodedImage } from './inference/preprocess';
 import { findRegions, maskPng } from './inference/segmentation';
 import { topK } from './inference/classification';
 import type { ModelRunner } from './inference/model-runner';
@@ -27,7 +27,7 @@ export interface ImageDeps {
 }
 
 export function emptyTimings(): StageTimings {
-  return { downloadMs: 0, decodeMs: 0, inferenceMs: 0, postprocessMs: 0, uploadMs: 0 };
+  return { downloadMs: 0, decodeMs: 0, inferenceMs: 0, postprocessMs: 0, uploadMs: 0, wallMs: 0, inferenceBusyFraction: 0 };
 }
 
 /** Deterministic mask key, so a retried attempt overwrites the mask it wrote before. */
@@ -51,7 +51,13 @@ export function unreadableInput(err: unknown): string | null {
   return null;
 }
 
-export async function processImage(deps: ImageDeps, job: ImageJob, timings: StageTimings): Promise<OutputRecord> {
+/** An image after download and decode: ready for inference, or already a failed record. */
+export type PreparedImage =
+  | { kind: 'failed'; record: OutputRecord }
+  | { kind: 'ready'; base: Pick<OutputRecord, 'index' | 'input' | 'modelSha256'>; etag: string; versionId?: string; image: DecodedImage };
+
+/** Downloads and decodes one image; an input problem becomes a failed record, not an error. */
+export async function prepareImage(deps: ImageDeps, job: ImageJob, timings: StageTimings): Promise<PreparedImage> {
   const base = { index: job.index, input: job.uri, modelSha256: job.model.sha256 };
 
   let t = performance.now();
@@ -62,32 +68,37 @@ export async function processImage(deps: ImageDeps, job: ImageJob, timings: Stag
     // A problem with this one input is recorded; throttling, 5xx and network errors may pass
     // on retry, so they fail the attempt instead.
     const reason = unreadableInput(err);
-    if (reason !== null) return { ...base, inputEtag: null, status: 'failed', error: `unreadable: ${reason}` };
+    if (reason !== null) return { kind: 'failed', record: { ...base, inputEtag: null, status: 'failed', error: `unreadable: ${reason}` } };
     throw err;
   }
   timings.downloadMs += performance.now() - t;
 
   t = performance.now();
-  let image;
   try {
-    image = await decodeImage(object.body, job.model.preprocess, job.maxPixels);
+    const image = await decodeImage(object.body, job.model.preprocess, job.maxPixels);
+    return { kind: 'ready', base, etag: object.etag, versionId: object.versionId, image };
   } catch (err) {
     if (err instanceof ImageDecodeError) {
-      return { ...base, inputEtag: object.etag, status: 'failed', error: `${err.reason}: ${err.message}` };
+      return { kind: 'failed', record: { ...base, inputEtag: object.etag, status: 'failed', error: `${err.reason}: ${err.message}` } };
     }
     throw err;
   } finally {
     timings.decodeMs += performance.now() - t;
   }
+}
 
+/** Runs the model on a prepared image, postprocesses the output and uploads any mask. */
+export async function finishImage(deps: ImageDeps, job: ImageJob, prepared: PreparedImage, timings: StageTimings): Promise<OutputRecord> {
+  if (prepared.kind === 'failed') return prepared.record;
+  const { image } = prepared;
   const output = await deps.runner.run(job.model.sha256, image.tensor, image.dims);
   timings.inferenceMs += output.inferenceMs;
 
-  t = performance.now();
+  let t = performance.now();
   const record: OutputRecord = {
-    ...base,
-    inputEtag: object.etag,
-    ...(object.versionId ? { inputVersionId: object.versionId } : {}),
+    ...prepared.base,
+    inputEtag: prepared.etag,
+    ...(prepared.versionId ? { inputVersionId: prepared.versionId } : {}),
     status: 'ok',
     width: image.width,
     height: image.height,
@@ -108,9 +119,14 @@ export async function processImage(deps: ImageDeps, job: ImageJob, timings: Stag
   record.mask = maskUri(job.outputUri, job.index);
   await deps.store.put(record.mask, png, {
     contentType: 'image/png',
-    metadata: { 'skynewt-model-sha256': job.model.sha256, 'skynewt-input-etag': object.etag },
+    metadata: { 'skynewt-model-sha256': job.model.sha256, 'skynewt-input-etag': prepared.etag },
     signal: job.signal,
   });
   timings.uploadMs += performance.now() - t;
   return record;
+}
+
+/** Processes one image from download to record, without overlapping anything. */
+export async function processImage(deps: ImageDeps, job: ImageJob, timings: StageTimings): Promise<OutputRecord> {
+  return finishImage(deps, job, await prepareImage(deps, job, timings), timings);
 }

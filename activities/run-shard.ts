@@ -16,12 +16,14 @@ import { FailureType } from './failures';
 import type { CostMeter } from './cost-meter';
 import type { Drain } from './drain';
 import type { ProcessTrace } from './process-trace';
-import { emptyTimings, processImage } from './process-image';
+import { emptyTimings, finishImage, prepareImage, type PreparedImage } from './process-image';
 import { shardLineage } from './lineage';
 import type { Capacity, OutputRecord, ShardCheckpoint, ShardInput, ShardPart, ShardResult } from './types';
 
 /** Longest time between checkpoints while images complete, in milliseconds. */
 export const CHECKPOINT_INTERVAL_MS = 10_000;
+/** Images downloaded and decoded ahead of the one in inference, unless the worker sets another depth. */
+export const DEFAULT_PREFETCH_DEPTH = 4;
 /** Heartbeat period while no checkpoint is due, e.g. during one long inference call. */
 export const HEARTBEAT_INTERVAL_MS = 3_000;
 
@@ -34,6 +36,8 @@ export interface ShardDeps {
   /** Set when the worker drains; running shards then hand back their checkpoint. */
   drain: Drain;
   trace?: ProcessTrace;
+  /** Images prepared ahead of inference; 1 turns prefetching off. */
+  prefetchDepth?: number;
 }
 
 export function shardName(index: number): string {
@@ -133,6 +137,29 @@ export function createRunShard(deps: ShardDeps) {
       lastCheckpointMs = Date.now();
     };
 
+    const jobAt = (cursor: number) => ({
+      index: input.firstIndex + cursor,
+      uri: listing[cursor],
+      model: input.model,
+      outputUri: input.outputUri,
+      maxPixels: input.maxPixels,
+      topK: input.topK,
+      signal: context.cancellationSignal,
+    });
+    // Downloads and decodes run up to `prefetchDepth` images ahead of inference, so the model
+    // thread does not wait on storage or sharp. Memory is bounded by the depth (one decoded
+    // tensor each, about 5 MB at 640x640). A prefetch that fails is only thrown when awaited.
+    const prefetched = new Map<number, { promise: Promise<PreparedImage>; startedMs: number }>();
+    const prefetch = (from: number) => {
+      for (let ahead = from; ahead < Math.min(from + (deps.prefetchDepth ?? DEFAULT_PREFETCH_DEPTH), input.images); ahead++) {
+        if (prefetched.has(ahead)) continue;
+        const promise = prepareImage(deps, jobAt(ahead), timings);
+        promise.catch(() => undefined);
+        prefetched.set(ahead, { promise, startedMs: performance.now() });
+      }
+    };
+    const busyStart = performance.now();
+
     try {
       for (let cursor = checkpoint.cursor; cursor < input.images; cursor++) {
         if (context.cancellationSignal.aborted) throw new CancelledFailure('Shard cancelled');
@@ -140,17 +167,12 @@ export function createRunShard(deps: ShardDeps) {
           if (pending.length > 0) await commitPart(cursor);
           throw spotInterruption(input, checkpoint, deps.drain.reason ?? 'drain');
         }
-        const job = {
-          index: input.firstIndex + cursor,
-          uri: listing[cursor],
-          model: input.model,
-          outputUri: input.outputUri,
-          maxPixels: input.maxPixels,
-          topK: input.topK,
-          signal: context.cancellationSignal,
-        };
-        const imageStart = performance.now();
-        const record = await processImage(deps, job, timings);
+        const job = jobAt(cursor);
+        prefetch(cursor);
+        const { promise, startedMs: imageStart } = prefetched.get(cursor)!;
+        prefetched.delete(cursor);
+        const record = await finishImage(deps, job, await promise, timings);
+        prefetch(cursor + 1);
         deps.trace?.({ batchId: input.batchId, shard: input.shardIndex, attempt, index: job.index, host: deps.capacity.host, ms: performance.now() - imageStart });
         if (record.status === 'failed') log.warn('Image failed', { ...fields, index: record.index, input: record.input, error: record.error });
         pending.push(record);
@@ -165,6 +187,7 @@ export function createRunShard(deps: ShardDeps) {
     } finally {
       clearInterval(beat);
       lease.stop();
+      timings.wallMs += performance.now() - busyStart;
     }
 
     const assembled = await assembleShard(deps.store, input, checkpoint.parts);
@@ -278,6 +301,8 @@ function toJsonl(records: OutputRecord[]): string {
 
 function roundTimings(timings: ReturnType<typeof emptyTimings>) {
   return {
+    wallMs: Math.round(timings.wallMs),
+    inferenceBusyFraction: timings.wallMs > 0 ? Math.round((timings.inferenceMs / timings.wallMs) * 1000) / 1000 : 0,
     downloadMs: Math.round(timings.downloadMs),
     decodeMs: Math.round(timings.decodeMs),
     inferenceMs: Math.round(timings.inferenceMs),

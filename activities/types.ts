@@ -145,12 +145,20 @@ export interface ShardInput {
   previousAttempts: ShardAttempt[];
 }
 
+/**
+ * Time spent per stage in one attempt, in milliseconds. Downloads and decodes overlap inference,
+ * so the stages can add up to more than `wallMs`.
+ */
 export interface StageTimings {
   downloadMs: number;
   decodeMs: number;
   inferenceMs: number;
   postprocessMs: number;
   uploadMs: number;
+  /** Wall time of the attempt's image loop. */
+  wallMs: number;
+  /** inferenceMs ÷ wallMs: how busy the model thread was, 0..1. */
+  inferenceBusyFraction: number;
 }
 
 export interface ShardResult {
