@@ -68,7 +68,7 @@ export function shardPartUri(outputUri: string, index: number, start: number): s
  * Loads the model into the runner unless a session for its sha256 is already cached. Returns the
  * load time in milliseconds, or null on a cache hit.
  */
-export async function ensureModelLoaded(deps: Pick<ShardDeps, 'registry' | 'runner'>, model: ShardInput['model']): Promise<number | null> {
+export async function ensureModelLoaded(deps: Pick<ShardDeps, 'registry' | 'runner' | 'capacity'>, model: ShardInput['model']): Promise<number | null> {
   if (deps.runner.has(model.sha256)) return null;
   const bytes = await deps.registry.readArtifact(model);
   try {
@@ -76,6 +76,10 @@ export async function ensureModelLoaded(deps: Pick<ShardDeps, 'registry' | 'runn
   } catch (err) {
     if (err instanceof Error && err.name === FailureType.ModelChecksumMismatch) {
       throw ApplicationFailure.create({ message: err.message, type: FailureType.ModelChecksumMismatch, nonRetryable: true });
+    }
+    // A missing execution provider library is this host's problem: another host may run it.
+    if (/ExecutionProvider|shared library/i.test((err as Error).message)) {
+      throw ApplicationFailure.create({ message: `Host ${deps.capacity.host} cannot create a session for ${model.name}@${model.version}: ${(err as Error).message}`, type: 'ExecutionProviderUnavailable' });
     }
     // The bytes match the registry, so onnxruntime rejecting them will not change on retry.
     throw ApplicationFailure.create({

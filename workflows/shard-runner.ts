@@ -1,6 +1,6 @@
 /**
  * Runs one shard to completion with two retry budgets. Temporal's own activity retries are off
- * (one attempt per activity), so the workflow sees every attempt end and classifies it:
+ * (one attempt per activity), so the workflow receives the ending of every attempt and classifies it:
  *
  * - capacity loss (a `SpotInterruption` hand-back, or a heartbeat timeout when a host vanished)
  *   is retried at once from the last checkpoint and never spends the error budget;
@@ -48,7 +48,7 @@ export class ShardFailed extends Error {
 }
 
 // A shard heartbeats every few seconds, so 30 s without one means the host is gone. Two hours
-// covers a 5,000-image shard at about 1 image/s on CPU.
+// covers a 5,000-image shard at about 1 image/s, an estimate for a slow CPU host.
 const SHARD_TIMEOUTS = {
   startToCloseTimeout: '2 hours',
   heartbeatTimeout: '30 seconds',

@@ -88,6 +88,12 @@ export class ModelRunner {
   private thread: ThreadHandle | null = null;
   private nextId = 1;
   private closed = false;
+  private sessionsCreated = 0;
+
+  /** Sessions created since start, counting again after a thread restart; a cache hit adds none. */
+  get modelLoads(): number {
+    return this.sessionsCreated;
+  }
 
   private constructor(private readonly options: ModelRunnerOptions) {}
 
@@ -137,6 +143,7 @@ export class ModelRunner {
     try {
       const loadMs = await loading;
       thread.loaded.add(expected);
+      this.sessionsCreated += 1;
       return { loadMs, cached: false };
     } finally {
       thread.loading.delete(expected);
