@@ -1,7 +1,10 @@
 /**
- * Splits a host's hourly price among the shards running on it at the same time: between any two
- * changes of the running set, each of the n running shards is charged elapsed × rate ÷ n.
+ * Splits a host's price among the shards running on it at the same time: between any two
+ * changes of the running set, each of the n running shards is charged the host's cost over that
+ * interval ÷ n. The host's cost is the integral of its price feed, so a spot price change
+ * inside an interval is charged from the instant it took effect.
  */
+import { costBetween, FixedPriceFeed, type PriceFeed } from './pricing/price-feed';
 
 export interface CostLease {
   /** Seconds and USD charged to this lease so far. */
@@ -17,16 +20,18 @@ interface Account {
 
 export class CostMeter {
   private readonly accounts = new Set<Account>();
+  private readonly prices: PriceFeed;
   private lastChangeMs: number;
 
   /**
-   * @param hourlyRateUsd price of the whole host in USD per hour; 0 for local runs.
+   * @param prices price of the whole host in USD per hour: a feed, or a fixed rate (0 for local runs).
    * @param now clock in milliseconds, replaceable in tests.
    */
   constructor(
-    readonly hourlyRateUsd: number,
+    prices: PriceFeed | number,
     private readonly now: () => number = Date.now,
   ) {
+    this.prices = typeof prices === 'number' ? new FixedPriceFeed(prices) : prices;
     this.lastChangeMs = now();
   }
 
@@ -48,13 +53,18 @@ export class CostMeter {
     };
   }
 
-  /** Charges the time since the last change to every running account. */
+  /**
+   * Charges the time since the last change to every running account.
+   *
+   * NOTE: an interval keeps the price it was settled at, so when a spot price change is fetched
+   * late, up to one refresh period after it took effect may be charged at the previous price.
+   */
   private settle(): void {
     const nowMs = this.now();
-    const elapsedHours = (nowMs - this.lastChangeMs) / 3_600_000;
+    const hostCostUsd = costBetween(this.prices, this.lastChangeMs, nowMs);
     this.lastChangeMs = nowMs;
     if (this.accounts.size === 0) return;
-    const share = (elapsedHours * this.hourlyRateUsd) / this.accounts.size;
+    const share = hostCostUsd / this.accounts.size;
     for (const account of this.accounts) account.costUsd += share;
   }
 }

@@ -101,7 +101,7 @@ export function createRunShard(deps: ShardDeps) {
     const fields = { batchId: input.batchId, shard: input.shardIndex, attempt };
     log.info('Shard started', { ...fields, cursor: resumedFrom, images: input.images });
 
-    const loadMs = await ensureModelLoaded(deps, input.model);
+    const loadMs = input.dryRun ? null : await ensureModelLoaded(deps, input.model);
     if (loadMs !== null) log.info('Model loaded', { ...fields, model: `${input.model.name}@${input.model.version}`, loadMs });
     const listing = (await deps.store.get(input.listingUri, context.cancellationSignal)).body.toString('utf8').split('\n').filter(Boolean);
     if (listing.length !== input.images) {
@@ -172,6 +172,12 @@ export function createRunShard(deps: ShardDeps) {
           throw spotInterruption(input, checkpoint, deps.drain.reason ?? 'drain');
         }
         const job = jobAt(cursor);
+        if (input.dryRun) {
+          pending.push({ index: job.index, input: job.uri, inputEtag: null, status: 'skipped', modelSha256: input.model.sha256 });
+          const due = pending.length >= input.checkpointEvery || Date.now() - lastCheckpointMs >= CHECKPOINT_INTERVAL_MS;
+          if (due && cursor + 1 < input.images) await commitPart(cursor + 1);
+          continue;
+        }
         prefetch(cursor);
         const { promise, startedMs: imageStart } = prefetched.get(cursor)!;
         prefetched.delete(cursor);

@@ -71,7 +71,8 @@ export interface OutputRecord {
   inputEtag: string | null;
   /** S3 version id of the input object, where the bucket is versioned. */
   inputVersionId?: string;
-  status: 'ok' | 'failed';
+  /** `skipped` only in a dry run, which reads no image. */
+  status: 'ok' | 'failed' | 'skipped';
   error?: string;
   width?: number;
   height?: number;
@@ -143,6 +144,8 @@ export interface ShardInput {
   resume?: ShardCheckpoint;
   /** Earlier attempts, repeated in the result so the manifest can list them. */
   previousAttempts: ShardAttempt[];
+  /** Writes a `skipped` line per image without reading it or running the model. */
+  dryRun?: boolean;
 }
 
 /**

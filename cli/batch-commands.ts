@@ -11,6 +11,7 @@ import type { BatchInput } from '../workflows/batch-input';
 import type { BatchSummary } from '../workflows/batch-state';
 import { loadConfig } from '../workers/config';
 import { formatUsd, printJson, printTable, UsageError } from './output';
+import { runEstimate } from './estimate-command';
 import { watchProgress } from './progress-bar';
 
 export interface RunOptions {
@@ -25,6 +26,7 @@ export interface RunOptions {
   batchId?: string;
   wait?: boolean;
   json?: boolean;
+  estimate?: boolean;
 }
 
 /** A batch that ended without completing; the CLI prints the reason and exits with 1. */
@@ -141,7 +143,9 @@ export function addBatchCommands(program: Command): void {
     .option('--batch-id <id>', 'batch id (default: a new time-ordered id)')
     .option('--wait', 'wait for the batch to finish and print its summary')
     .option('--json', 'print JSON')
+    .option('--estimate', 'print the estimated duration and cost per instance type (see skynewt estimate) and do not start the batch')
     .action(async (input: string, options: RunOptions) => {
+      if (options.estimate) return runEstimate(input, { model: options.model, json: options.json });
       const client = await connectClient();
       let outcome;
       try {

@@ -2,8 +2,10 @@
 import { Command } from 'commander';
 import { disableMetadataOffEc2 } from '../activities/local-home';
 import { addBatchCommands } from './batch-commands';
+import { addCostCommand } from './cost-command';
 import { addDemoCommand } from './demo';
 import { addDrillCommand } from './drill-command';
+import { addEstimateCommand } from './estimate-command';
 import { addModelCommands } from './model-commands';
 import { addStackCommands } from './stack-commands';
 import { UsageError } from './output';
@@ -19,6 +21,8 @@ addModelCommands(program);
 addBatchCommands(program);
 addDemoCommand(program);
 addDrillCommand(program);
+addCostCommand(program);
+addEstimateCommand(program);
 
 program.parseAsync(process.argv).then(
   () => {

@@ -23,6 +23,13 @@ export interface SkyNewtConfig {
   inferenceTaskQueue: string;
   /** Shards one inference worker runs at once. SKYNEWT_SHARD_CONCURRENCY, default 1. */
   shardConcurrency: number;
+  /** Images downloaded and decoded ahead of inference per shard. SKYNEWT_PREFETCH, default 4. */
+  prefetchDepth: number;
+  /**
+   * onnxruntime execution providers in order of preference, e.g. `cuda,cpu`.
+   * SKYNEWT_EXECUTION_PROVIDER, default `cpu`; accepted cpu, cuda, tensorrt.
+   */
+  executionProviders: string[];
   /** onnxruntime intra-op threads. SKYNEWT_INTRA_OP_THREADS, default the number of CPU cores. */
   intraOpThreads: number;
   /** Models (`name` or `name@version`) the inference worker loads before polling. SKYNEWT_MODELS, comma-separated. */
@@ -35,6 +42,10 @@ export interface SkyNewtConfig {
   spotPollMs: number;
   /** Temporal Web UI base URL, for links. SKYNEWT_UI_URL, default http://127.0.0.1:8233. */
   uiUrl: string;
+  /** Spot price history refresh period in milliseconds, used only when `ec2` is set. SKYNEWT_SPOT_PRICE_REFRESH_MS, default 300000. */
+  spotPriceRefreshMs: number;
+  /** JSON file overriding the shipped on-demand prices. SKYNEWT_ON_DEMAND_PRICES, default none. */
+  onDemandPricesFile: string | null;
 }
 
 function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -47,6 +58,17 @@ function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number)
   return value;
 }
 
+const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'tensorrt'];
+
+function executionProviders(raw: string | undefined): string[] {
+  const providers = (raw || 'cpu').split(',').map((name) => name.trim().toLowerCase()).filter(Boolean);
+  const unknown = providers.find((name) => !EXECUTION_PROVIDERS.includes(name));
+  if (unknown !== undefined) {
+    throw new Error(`Invalid SKYNEWT_EXECUTION_PROVIDER ${JSON.stringify(raw)}: ${unknown} is not one of ${EXECUTION_PROVIDERS.join(', ')}; list several in order of preference, e.g. cuda,cpu.`);
+  }
+  return providers;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig {
   const home = skynewtHome(env);
   return {
@@ -57,11 +79,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig 
     orchestratorTaskQueue: env.SKYNEWT_ORCHESTRATOR_TASK_QUEUE ?? ORCHESTRATOR_TASK_QUEUE,
     inferenceTaskQueue: env.SKYNEWT_TASK_QUEUE ?? GPU_SPOT_TASK_QUEUE,
     shardConcurrency: positiveInteger(env, 'SKYNEWT_SHARD_CONCURRENCY', 1),
+    prefetchDepth: positiveInteger(env, 'SKYNEWT_PREFETCH', 4),
+    executionProviders: executionProviders(env.SKYNEWT_EXECUTION_PROVIDER),
     intraOpThreads: positiveInteger(env, 'SKYNEWT_INTRA_OP_THREADS', os.availableParallelism()),
     prewarmModels: (env.SKYNEWT_MODELS ?? '').split(',').map((model) => model.trim()).filter(Boolean),
     ec2: env.SKYNEWT_EC2 === 'true',
     imdsUrl: env.SKYNEWT_IMDS_URL ?? 'http://169.254.169.254',
     spotPollMs: positiveInteger(env, 'SKYNEWT_SPOT_POLL_MS', 5000),
     uiUrl: env.SKYNEWT_UI_URL ?? 'http://127.0.0.1:8233',
+    spotPriceRefreshMs: positiveInteger(env, 'SKYNEWT_SPOT_PRICE_REFRESH_MS', 300_000),
+    onDemandPricesFile: env.SKYNEWT_ON_DEMAND_PRICES || null,
   };
 }

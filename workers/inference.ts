@@ -7,6 +7,8 @@ import { NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createInferenceActivities } from '../activities/inference-activities';
 import { capacityFromEnv } from '../activities/capacity';
 import { CostMeter } from '../activities/cost-meter';
+import type { PriceFeed } from '../activities/pricing/price-feed';
+import { createWorkerPrices } from '../activities/pricing/worker-prices';
 import { Drain } from '../activities/drain';
 import { createProcessTrace, type ProcessTrace } from '../activities/process-trace';
 import { ModelRunner } from '../activities/inference/model-runner';
@@ -32,6 +34,8 @@ export interface InferenceWorkerOptions {
   registry: ModelRegistry;
   runner: ModelRunner;
   capacity: Capacity;
+  /** Host price the shards are charged with; by default the fixed `capacity.hourlyRateUsd`. */
+  priceFeed?: PriceFeed;
   /** Shards run at once by this worker. */
   shardConcurrency: number;
   /** Model references loaded before the worker polls. */
@@ -40,6 +44,8 @@ export interface InferenceWorkerOptions {
   drain?: Drain;
   /** Per-image trace, for the chaos drill. */
   trace?: ProcessTrace;
+  /** Images prepared ahead of inference per shard. */
+  prefetchDepth?: number;
 }
 
 export async function createInferenceWorker(options: InferenceWorkerOptions): Promise<Worker> {
@@ -54,9 +60,10 @@ export async function createInferenceWorker(options: InferenceWorkerOptions): Pr
     registry: options.registry,
     runner: options.runner,
     capacity: options.capacity,
-    costMeter: new CostMeter(options.capacity.hourlyRateUsd),
+    costMeter: new CostMeter(options.priceFeed ?? options.capacity.hourlyRateUsd),
     drain: options.drain ?? new Drain(),
     trace: options.trace,
+    prefetchDepth: options.prefetchDepth,
   });
   return Worker.create({
     connection: options.connection,
@@ -90,8 +97,17 @@ export async function runInferenceWorker(): Promise<void> {
   const logger = Runtime.instance().logger;
   const config = loadConfig();
   const metadata = config.ec2 ? new InstanceMetadataClient(config.imdsUrl) : null;
-  const capacity = metadata ? await capacityFromMetadata(metadata) : capacityFromEnv();
-  const runner = await ModelRunner.start({ intraOpThreads: config.intraOpThreads });
+  const prices = await createWorkerPrices({
+    capacity: metadata ? await capacityFromMetadata(metadata) : capacityFromEnv(),
+    ec2: config.ec2,
+    imdsUrl: config.imdsUrl,
+    spotPriceRefreshMs: config.spotPriceRefreshMs,
+    onDemandPricesFile: config.onDemandPricesFile,
+    warn: (message, fields) => logger.warn(message, fields),
+  });
+  const { capacity } = prices;
+  logger.info('Host price', { source: prices.source, instanceType: capacity.instanceType, zone: capacity.availabilityZone, hourlyRateUsd: capacity.hourlyRateUsd });
+  const runner = await ModelRunner.start({ intraOpThreads: config.intraOpThreads, executionProviders: config.executionProviders });
   const connection = await NativeConnection.connect({ address: config.address });
   const drain = new Drain();
   const worker = await createInferenceWorker({
@@ -102,10 +118,12 @@ export async function runInferenceWorker(): Promise<void> {
     registry: openRegistry(),
     runner,
     capacity,
+    priceFeed: prices.feed,
     shardConcurrency: config.shardConcurrency,
     prewarmModels: config.prewarmModels,
     drain,
     trace: createProcessTrace(process.env.SKYNEWT_TRACE_FILE),
+    prefetchDepth: config.prefetchDepth,
   });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -116,13 +134,14 @@ export async function runInferenceWorker(): Promise<void> {
   }
   const watcher = metadata ? watchSpotNotices(metadata, config.spotPollMs, worker, drain) : null;
   console.log(
-    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} models=${config.prewarmModels.join(',') || 'none'} spotWatcher=${watcher ? 'on' : 'off'}`,
+    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} executionProviders=${config.executionProviders.join(',')} intraOpThreads=${config.intraOpThreads} models=${config.prewarmModels.join(',') || 'none'} spotWatcher=${watcher ? 'on' : 'off'}`,
   );
   try {
     await worker.run();
     logger.info('Inference worker stopped', { drained: drain.reason });
   } finally {
     watcher?.stop();
+    prices.stop();
     await runner.close();
     await connection.close();
   }

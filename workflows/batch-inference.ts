@@ -114,6 +114,7 @@ async function runShards(
         checkpointEvery: batch.input.checkpointEvery,
         maxPixels: batch.input.maxPixels,
         topK: batch.input.topK,
+        dryRun: batch.input.dryRun,
       }, budgets);
       recordShard(batch, result);
     } catch (err) {

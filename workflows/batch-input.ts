@@ -32,6 +32,11 @@ export interface BatchInput {
   maxErrorRetries?: number;
   /** Capacity losses of one shard before it moves to the on-demand queue; 0 keeps it on spot. @default 3, accepted 0–50. */
   preemptionsBeforeOnDemand?: number;
+  /**
+   * Runs listing, shards, checkpoints and outputs without reading images or running the model;
+   * every output line has status `skipped`. For measuring orchestration at scale. @default false
+   */
+  dryRun?: boolean;
 }
 
 export type ResolvedBatchInput = Required<Omit<BatchInput, 'output' | 'batchId'>> & {
@@ -54,7 +59,7 @@ const MODEL_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,6
 const BATCH_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 const KNOWN_FIELDS = new Set([
   'input', 'model', 'output', 'batchId', 'shardSize', 'checkpointEvery', 'maxConcurrentShards', 'maxPixels', 'topK', 'taskQueue',
-  'onDemandTaskQueue', 'maxErrorRetries', 'preemptionsBeforeOnDemand',
+  'onDemandTaskQueue', 'maxErrorRetries', 'preemptionsBeforeOnDemand', 'dryRun',
 ]);
 const TASK_QUEUE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$/;
 
@@ -92,6 +97,12 @@ function checkInteger(field: string, value: unknown, min: number, max: number, f
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     invalid(`Invalid batch input: "${field}" is ${JSON.stringify(value)}; accepted values are integers from ${min} to ${max} (default ${fallback}).`);
   }
+  return value;
+}
+
+function checkBoolean(field: string, value: unknown): boolean {
+  if (value === undefined || value === null) return false;
+  if (typeof value !== 'boolean') invalid(`Invalid batch input: "${field}" is ${JSON.stringify(value)}; expected true or false.`);
   return value;
 }
 
@@ -152,5 +163,6 @@ export function validateBatchInput(raw: unknown, workflowId: string): ResolvedBa
     onDemandTaskQueue,
     maxErrorRetries: checkInteger('maxErrorRetries', fields.maxErrorRetries, 0, 10, BATCH_DEFAULTS.maxErrorRetries),
     preemptionsBeforeOnDemand: checkInteger('preemptionsBeforeOnDemand', fields.preemptionsBeforeOnDemand, 0, 50, BATCH_DEFAULTS.preemptionsBeforeOnDemand),
+    dryRun: checkBoolean('dryRun', fields.dryRun),
   };
 }
