@@ -125,7 +125,30 @@ export function transferList(array: ArrayBufferView): ArrayBuffer[] {
  */
 export function modelThreadEntry(): { file: string; execArgv: string[] } {
   const isTypeScript = path.extname(__filename) === '.ts';
-  return { file: __filename, execArgv: isTypeScript ? typeScriptExecArgv() : [...process.execArgv] };
+  return { file: __filename, execArgv: threadExecArgv(isTypeScript ? typeScriptExecArgv() : [...process.execArgv]) };
+}
+
+/** Flags that take the next argument as their value and apply to a worker thread too. */
+const THREAD_FLAGS_WITH_VALUE = new Set(['--require', '-r', '--import', '--loader', '--experimental-loader', '--conditions', '-C']);
+
+/**
+ * Keeps the module-loading flags of the parent and drops process-wide ones such as
+ * `--expose-gc` or `--max-old-space-size`, which `new Worker()` rejects with
+ * ERR_WORKER_INVALID_EXEC_ARGV.
+ */
+function threadExecArgv(args: string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const name = arg.split('=')[0];
+    if (THREAD_FLAGS_WITH_VALUE.has(name)) {
+      kept.push(arg);
+      if (!arg.includes('=') && i + 1 < args.length) kept.push(args[++i]);
+    } else if (name === '--enable-source-maps' || name === '--no-warnings' || name.startsWith('--experimental-')) {
+      kept.push(arg);
+    }
+  }
+  return kept;
 }
 
 /**
