@@ -1,6 +1,6 @@
 /**
- * Writes the batch manifest: the pinned model, the counts and cost, and every shard's output with
- * its sha256 and lineage. It reads the shard results back from storage, so the workflow never
+ * Writes the batch manifest: the pinned model, the counts and cost, every shard's output with
+ * its sha256 and lineage, and the root hash over the shard outputs. It reads the shard results back from storage, so the workflow never
  * carries a per-shard list, then removes the checkpoint parts that the shard outputs replaced.
  */
 import { Context, log } from '@temporalio/activity';
@@ -10,6 +10,8 @@ import { shardPartsUri, shardResultUri } from './run-shard';
 import type { Listing, ModelVersion, ShardResult } from './types';
 import { failedShardUri, type FailedShardRecord } from './record-failed-shard';
 import type { BatchTotals } from '../workflows/batch-state';
+import { ROOT_HASH_SCHEME, shardsRootHash } from './audit/root-hash';
+import type { ResolvedModel } from './resolve-model';
 
 /** Shard results read from storage at once. */
 const READ_CONCURRENCY = 16;
@@ -19,7 +21,7 @@ export interface ManifestRequest {
   workflowId: string;
   input: string;
   outputUri: string;
-  model: ModelVersion;
+  model: ResolvedModel;
   listing: Listing;
   totals: BatchTotals;
   startedAt: string;
@@ -49,12 +51,28 @@ export interface BatchManifest {
   input: string;
   output: string;
   listing: Listing;
-  model: { name: string; version: string; sha256: string; artifactUri: string; task: string; preprocess: ModelVersion['preprocess']; threshold: number; labels: string[] };
+  model: {
+    name: string;
+    version: string;
+    sha256: string;
+    artifactUri: string;
+    task: string;
+    preprocess: ModelVersion['preprocess'];
+    threshold: number;
+    labels: string[];
+    /** The alias the batch named, e.g. `production`, resolved once when the batch started. */
+    resolvedAlias?: string;
+  };
   images: number;
   imagesOk: number;
   imagesFailed: number;
   costUsd: number;
   shards: ManifestShard[];
+  /** sha256 over the shards' `index:sha256` lines; see activities/audit/root-hash.ts. Absent in manifests written before root hashes. */
+  rootHash?: string;
+  rootHashScheme?: typeof ROOT_HASH_SCHEME;
+  /** URI of the exported workflow history (`<output>/history.json`), when the orchestrator exports it. */
+  history?: string;
   /** Shards that used up their error budget, with every attempt. */
   failedShards: Array<Omit<FailedShardRecord, 'outputUri'>>;
   startedAt: string;
@@ -66,7 +84,12 @@ export function manifestUri(outputUri: string): string {
   return joinUri(outputUri, 'manifest.json');
 }
 
-export function createWriteManifest(deps: { store: ObjectStore }) {
+export function historyUri(outputUri: string): string {
+  return joinUri(outputUri, 'history.json');
+}
+
+/** Set `exportsHistory` when the exportHistory activity runs after this one, so the manifest names historyUri. */
+export function createWriteManifest(deps: { store: ObjectStore; exportsHistory?: boolean }) {
   return async function writeManifest(request: ManifestRequest): Promise<{ manifestUri: string }> {
     const context = Context.current();
     const failedIndexes = new Set(request.totals.failedShards.map((shard) => shard.index));
@@ -98,12 +121,16 @@ export function createWriteManifest(deps: { store: ObjectStore }) {
         preprocess: request.model.preprocess,
         threshold: request.model.threshold,
         labels: request.model.labels,
+        ...(request.model.resolvedAlias === undefined ? {} : { resolvedAlias: request.model.resolvedAlias }),
       },
       images: request.listing.images,
       imagesOk: request.listing.images - imagesFailed,
       imagesFailed,
       costUsd: shards.reduce((sum, shard) => sum + shard.costUsd, 0),
       shards,
+      rootHash: shardsRootHash(shards),
+      rootHashScheme: ROOT_HASH_SCHEME,
+      ...(deps.exportsHistory ? { history: historyUri(request.outputUri) } : {}),
       failedShards: await readFailedShards(deps.store, request),
       startedAt: request.startedAt,
       finishedAt: new Date().toISOString(),

@@ -8,7 +8,7 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotF
 import { toFileUri } from '../activities/storage/uri';
 import { failureReason, readManifest, SkyNewtClient } from '../client/skynewt-client';
 import type { BatchInput } from '../workflows/batch-input';
-import type { BatchSummary } from '../workflows/batch-state';
+import type { BatchSummary, Utilisation } from '../workflows/batch-state';
 import { loadConfig } from '../workers/config';
 import { formatUsd, printJson, printTable, UsageError } from './output';
 import { runEstimate } from './estimate-command';
@@ -78,6 +78,15 @@ export async function connectClient(): Promise<SkyNewtClient> {
 export function workflowUrl(batchId: string): string {
   const config = loadConfig();
   return `${config.uiUrl}/namespaces/${config.namespace}/workflows/${encodeURIComponent(batchId)}`;
+}
+
+/** One line on where completed shards spent their time, e.g. for `skynewt status`. */
+export function describeUtilisation(value: Utilisation): string {
+  const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+  const { stages } = value;
+  return `model busy ${(value.inferenceBusyFraction * 100).toFixed(0)}% of shard time; bottleneck ${value.bottleneck} ` +
+    `(download ${seconds(stages.downloadMs)}, decode ${seconds(stages.decodeMs)}, inference ${seconds(stages.inferenceMs)}, ` +
+    `postprocess ${seconds(stages.postprocessMs)}, upload ${seconds(stages.uploadMs)}, wall ${seconds(stages.wallMs)})`;
 }
 
 export function summaryRows(summary: BatchSummary): Record<string, string> {
@@ -182,6 +191,7 @@ export function addBatchCommands(program: Command): void {
         shards: `${progress.shardsDone} done, ${progress.shardsFailed} failed, ${progress.shardsRunning} in flight, ${progress.shards} in all`,
         images: `${progress.imagesDone} done (+${progress.imagesInFlight} checkpointed in running shards), ${progress.imagesFailed} failed, ${progress.images} in all`,
         cost: formatUsd(progress.costUsd),
+        ...(progress.utilisation ? { utilisation: describeUtilisation(progress.utilisation) } : {}),
         output: progress.output ?? '-',
         ...(progress.error ? { error: progress.error } : {}),
         'web ui': workflowUrl(batchId),

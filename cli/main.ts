@@ -3,11 +3,14 @@ import { Command } from 'commander';
 import { disableMetadataOffEc2 } from '../activities/local-home';
 import { addBatchCommands } from './batch-commands';
 import { addCostCommand } from './cost-command';
+import { addEstimateCommand } from './estimate-command';
 import { addDemoCommand } from './demo';
 import { addDrillCommand } from './drill-command';
-import { addEstimateCommand } from './estimate-command';
+import { addFleetCommand } from './fleet-command';
+import { addLineageCommand } from './lineage-command';
 import { addModelCommands } from './model-commands';
 import { addStackCommands } from './stack-commands';
+import { addVerifyCommand } from './verify-command';
 import { UsageError } from './output';
 
 disableMetadataOffEc2();
@@ -19,10 +22,13 @@ const program = new Command('skynewt')
 addStackCommands(program);
 addModelCommands(program);
 addBatchCommands(program);
-addDemoCommand(program);
-addDrillCommand(program);
 addCostCommand(program);
 addEstimateCommand(program);
+addDemoCommand(program);
+addDrillCommand(program);
+addFleetCommand(program);
+addVerifyCommand(program);
+addLineageCommand(program);
 
 program.parseAsync(process.argv).then(
   () => {
@@ -31,7 +37,7 @@ program.parseAsync(process.argv).then(
   },
   (err: unknown) => {
     // Errors with a known cause print their message only; anything else keeps its stack.
-    const known = err instanceof UsageError || (err instanceof Error && /^(ModelNotFound|ModelVersionConflict|InvalidModelName|InvalidModelSpec|NotFound)$/.test(err.name));
+    const known = err instanceof UsageError || (err instanceof Error && /^(ModelNotFound|ModelVersionConflict|ModelAliasConflict|InvalidModelName|InvalidModelSpec|NotFound)$/.test(err.name));
     console.error(known ? `Error: ${(err as Error).message}` : err);
     process.exit(1);
   },

@@ -1,5 +1,5 @@
 /**
- * `skynewt model register|list|show`: the model registry from the command line. Registration
+ * `skynewt model register|list|show|promote|history`: the model registry from the command line. Registration
  * reads the ONNX file's input shape with onnxruntime, so a file that is not a loadable model is
  * rejected before anything is stored.
  */
@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import type { Command } from 'commander';
 import { openRegistry } from '../activities/registry/open-registry';
-import type { ModelRegistry } from '../activities/registry/model-registry';
+import type { ModelRegistry, Promotion } from '../activities/registry/model-registry';
 import type { ModelTask, ModelVersion, PreprocessSpec } from '../activities/types';
 import { printJson, printTable, UsageError } from './output';
 
@@ -128,8 +128,37 @@ export async function registerModel(registry: ModelRegistry, name: string, file:
   });
 }
 
-function describe(model: ModelVersion): Record<string, string> {
+/** Returns the user recorded for a promotion: SKYNEWT_USER, else `<OS user>@<host name>`. */
+export function currentUser(env: NodeJS.ProcessEnv = process.env): string {
+  return env.SKYNEWT_USER || `${os.userInfo().username}@${os.hostname()}`;
+}
+
+/** Splits `name@version` (or `name@alias`); the part after `@` is undefined for a bare name. */
+export function parseModelReference(reference: string): { name: string; version?: string } {
+  const at = reference.indexOf('@');
+  return at < 0 ? { name: reference } : { name: reference.slice(0, at), version: reference.slice(at + 1) };
+}
+
+export interface PromoteCommandOptions {
+  alias: string;
+  reason: string;
+  json?: boolean;
+}
+
+/** Promotes `name@version` to an alias; the reference must name a version, not an alias or a bare name. */
+export async function promoteModel(registry: ModelRegistry, reference: string, options: PromoteCommandOptions, env: NodeJS.ProcessEnv = process.env): Promise<Promotion> {
+  const { name, version } = parseModelReference(reference);
+  if (version === undefined || version === '') {
+    throw new UsageError(`Invalid model ${JSON.stringify(reference)}: give the version to promote as NAME@VERSION, e.g. detector@3.`);
+  }
+  // An alias resolves to its version here, so `promote detector@staging --alias production` copies a pointer.
+  const { model } = await registry.resolve(name, version);
+  return registry.promote(model.name, model.version, options.alias, { reason: options.reason, by: currentUser(env) });
+}
+
+function describe(model: ModelVersion, aliases: Promotion[] = []): Record<string, string> {
   const p = model.preprocess;
+  const own = aliases.filter((pointer) => pointer.version === model.version).map((pointer) => pointer.alias);
   return {
     model: `${model.name}@${model.version}`,
     task: model.task,
@@ -140,6 +169,7 @@ function describe(model: ModelVersion): Record<string, string> {
     labels: model.labels.length ? model.labels.slice(0, 10).join(', ') + (model.labels.length > 10 ? ', ...' : '') : '-',
     artifact: model.artifactUri,
     created: `${model.createdAt} by ${model.createdBy}`,
+    aliases: own.length ? own.join(', ') : '-',
   };
 }
 
@@ -180,9 +210,37 @@ export function addModelCommands(program: Command): void {
     .description('show one model version (NAME for the latest, or NAME@VERSION)')
     .option('--json', 'print JSON')
     .action(async (reference: string, options: { json?: boolean }) => {
-      const [name, version] = reference.split('@');
-      const stored = await openRegistry().get(name, version);
-      if (options.json) return printJson(stored);
-      printTable([describe(stored)], true);
+      const { name, version } = parseModelReference(reference);
+      const registry = openRegistry();
+      const { model: stored, alias } = await registry.resolve(name, version);
+      const aliases = await registry.aliases(name);
+      const own = aliases.filter((pointer) => pointer.version === stored.version);
+      if (options.json) return printJson({ ...stored, aliases: own, ...(alias === undefined ? {} : { resolvedAlias: alias }) });
+      if (alias !== undefined) console.log(`${name}@${alias} is ${stored.name}@${stored.version}`);
+      printTable([describe(stored, aliases)], true);
+    });
+
+  model
+    .command('promote <reference>')
+    .description('point an alias such as production or staging at NAME@VERSION and record who, when and why')
+    .requiredOption('--alias <alias>', 'alias to move, e.g. production')
+    .requiredOption('--reason <text>', 'why the alias moves; kept in the promotion history')
+    .option('--json', 'print JSON')
+    .action(async (reference: string, options: PromoteCommandOptions) => {
+      const promotion = await promoteModel(openRegistry(), reference, options);
+      if (options.json) return printJson(promotion);
+      const from = promotion.previousVersion === null ? 'new alias' : `was ${promotion.previousVersion}`;
+      console.log(`${promotion.name}@${promotion.alias} → ${promotion.version} (${from}), by ${promotion.by} at ${promotion.at}`);
+    });
+
+  model
+    .command('history <name>')
+    .description('list the alias promotions of a model, oldest first')
+    .option('--json', 'print JSON')
+    .action(async (name: string, options: { json?: boolean }) => {
+      const promotions = await openRegistry().history(name);
+      if (options.json) return printJson(promotions);
+      if (promotions.length === 0) return console.log(`No promotions of ${name}. Promote a version with: skynewt model promote ${name}@VERSION --alias production --reason TEXT`);
+      printTable(promotions.map((p) => ({ at: p.at, alias: p.alias, version: p.version, previous: p.previousVersion ?? '-', by: p.by, reason: p.reason })));
     });
 }

@@ -31,6 +31,21 @@ export interface LiveProgress extends BatchProgress {
   error?: string;
 }
 
+/** One batch found by model, from the server's visibility store. */
+export interface ModelBatch {
+  batchId: string;
+  /** Latest run of the batch; earlier runs were continued as new. */
+  runId: string;
+  /** Execution status of the latest run, e.g. RUNNING, COMPLETED, FAILED. */
+  status: string;
+  startTime: string;
+  closeTime: string | null;
+  /** Alias the batch was started with, e.g. `production`, when it named one. */
+  modelAlias: string | null;
+  /** Manifest URI, once the batch has finished. */
+  manifest: string | null;
+}
+
 const EMPTY_PROGRESS: BatchProgress = {
   batchId: '',
   status: 'starting',
@@ -45,6 +60,7 @@ const EMPTY_PROGRESS: BatchProgress = {
   costUsd: 0,
   output: null,
   run: 1,
+  utilisation: null,
 };
 
 export class SkyNewtClient {
@@ -130,6 +146,37 @@ export class SkyNewtClient {
 
   async readManifest(uri: string): Promise<BatchManifest> {
     return readManifest(uri, this.store);
+  }
+
+  /**
+   * Lists the batches that ran model version `name@version`, newest first, by the SkyNewtModel
+   * search attribute. Visibility is eventually consistent, so a batch started a moment ago may
+   * be missing.
+   */
+  async batchesUsingModel(name: string, version: string): Promise<ModelBatch[]> {
+    const value = `${name}@${version}`.replace(/\\/g, '\\\\').replace(/'/g, "\\'");
+    const latest = new Map<string, ModelBatch>();
+    for await (const execution of this.client.workflow.list({ query: `SkyNewtModel = '${value}'` })) {
+      const known = latest.get(execution.workflowId);
+      if (known !== undefined && known.startTime >= execution.startTime.toISOString()) continue;
+      latest.set(execution.workflowId, {
+        batchId: execution.workflowId,
+        runId: execution.runId,
+        status: execution.status.name,
+        startTime: execution.startTime.toISOString(),
+        closeTime: execution.closeTime?.toISOString() ?? null,
+        modelAlias: typeof execution.memo?.modelAlias === 'string' ? execution.memo.modelAlias : null,
+        manifest: typeof execution.memo?.manifest === 'string' ? execution.memo.manifest : null,
+      });
+    }
+    return [...latest.values()].sort((a, b) => b.startTime.localeCompare(a.startTime));
+  }
+
+  /** Returns the manifest URI that a finished batch recorded in its memo, or null while it runs. */
+  async manifestUri(batchId: string): Promise<string | null> {
+    const description = await this.handle(batchId).describe();
+    const manifest = description.memo?.manifest;
+    return typeof manifest === 'string' ? manifest : null;
   }
 
   /** Returns true when a batch with this id exists on the server. */

@@ -109,13 +109,14 @@ export async function startTestStack(options: { inference?: boolean; address?: s
 
   const address = options.address ?? inject('temporalAddress');
   const nativeConnection = await NativeConnection.connect({ address });
+  const connection = await Connection.connect({ address });
   const workers: Worker[] = [];
   if (options.orchestrator !== false) {
     workers.push(await createOrchestratorWorker({
       connection: nativeConnection,
       namespace: 'default',
       taskQueue,
-      activities: createOrchestratorActivities({ store, registry, resultsRoot }),
+      activities: createOrchestratorActivities({ store, registry, resultsRoot, temporal: new Client({ connection }) }),
       workflowBundle: { codePath: inject('workflowBundlePath') },
     }));
   }
@@ -135,7 +136,6 @@ export async function startTestStack(options: { inference?: boolean; address?: s
   }
   const running = workers.map((worker) => worker.run());
 
-  const connection = await Connection.connect({ address });
   const client = new SkyNewtClient({ client: new Client({ connection }), store, taskQueue });
   return {
     client,

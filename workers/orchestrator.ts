@@ -3,8 +3,10 @@
  * manifest activities on `skynewt-orchestrator`. It needs no accelerator and belongs on on-demand
  * capacity, so a spot reclaim never interrupts the bookkeeping of a batch.
  */
+import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createOrchestratorActivities } from '../activities/orchestrator-activities';
+import { createFleetActivities, type FleetActivities } from '../activities/fleet/fleet-activities';
 import { openRegistry } from '../activities/registry/open-registry';
 import { createObjectStore } from '../activities/storage/stores';
 import { ORCHESTRATOR_TASK_QUEUE } from '../workflows/names';
@@ -16,7 +18,8 @@ export interface OrchestratorWorkerOptions {
   connection: NativeConnection;
   namespace: string;
   taskQueue?: string;
-  activities: ReturnType<typeof createOrchestratorActivities>;
+  /** Batch activities, plus the fleet activities when this worker also runs `fleetController`. */
+  activities: ReturnType<typeof createOrchestratorActivities> & Partial<FleetActivities>;
   /** A prebuilt workflow bundle; without it the worker bundles `workflows/` at start (seconds). */
   workflowBundle?: WorkerOptions['workflowBundle'];
 }
@@ -35,16 +38,25 @@ export async function runOrchestratorWorker(): Promise<void> {
   disableMetadataOffEc2();
   const config = loadConfig();
   const connection = await NativeConnection.connect({ address: config.address });
+  // A second, client-side connection lets the exportHistory activity read workflow histories.
+  const clientConnection = await Connection.connect({ address: config.address });
   const activities = createOrchestratorActivities({
     store: createObjectStore(),
     registry: openRegistry(),
     resultsRoot: config.resultsRoot,
+    temporal: new Client({ connection: clientConnection, namespace: config.namespace }),
   });
-  const worker = await createOrchestratorWorker({ connection, namespace: config.namespace, taskQueue: config.orchestratorTaskQueue, activities });
+  const worker = await createOrchestratorWorker({
+    connection,
+    namespace: config.namespace,
+    taskQueue: config.orchestratorTaskQueue,
+    activities: { ...activities, ...createFleetActivities() },
+  });
   console.log(`${WORKER_READY_MARKER} orchestrator taskQueue=${config.orchestratorTaskQueue} address=${config.address}`);
   try {
     await worker.run();
   } finally {
+    await clientConnection.close();
     await connection.close();
   }
 }

@@ -9,6 +9,7 @@ import {
   defineQuery,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   upsertMemo,
@@ -22,6 +23,7 @@ import { BATCH_FATAL_TYPES, ShardFailed, runShardWithBudgets } from './shard-run
 import {
   MAX_FAILED_SHARDS_LISTED,
   emptyTotals,
+  utilisation,
   type BatchProgress,
   type BatchState,
   type BatchStatus,
@@ -67,6 +69,7 @@ export async function batchInference(raw: unknown, resumed?: BatchState): Promis
     costUsd: state?.totals.costUsd ?? 0,
     output: state?.outputUri ?? null,
     run: state?.runs ?? 1,
+    utilisation: utilisation(state?.totals.stages),
   }));
 
   try {
@@ -160,6 +163,10 @@ async function runShards(
     startedAt: batch.startedAt,
     runs: batch.runs,
   });
+  // Batches that reached this point before history export existed replay without the call.
+  if (patched('export-history')) {
+    await orchestrator.exportHistory({ workflowId: info.workflowId, runId: info.runId, outputUri: batch.outputUri });
+  }
   const failed = batch.totals.shardsFailed > 0;
   setStatus(failed ? 'completed-with-errors' : 'completed');
   upsertMemo({ manifest: manifestUri });
@@ -204,8 +211,13 @@ async function startBatch(raw: unknown, workflowId: string, startedAt: string): 
     shardSize: input.shardSize,
   });
   upsertSearchAttributes([{ key: attributes.IMAGES, value: listing.images }]);
-  upsertMemo({ model: `${model.name}@${model.version}`, input: input.input, output: outputUri });
-  log.info('Batch planned', { batchId: input.batchId, images: listing.images, shards: listing.shards, model: `${model.name}@${model.version}` });
+  upsertMemo({
+    model: `${model.name}@${model.version}`,
+    ...(model.resolvedAlias === undefined ? {} : { modelAlias: model.resolvedAlias }),
+    input: input.input,
+    output: outputUri,
+  });
+  log.info('Batch planned', { batchId: input.batchId, images: listing.images, shards: listing.shards, model: `${model.name}@${model.version}`, modelReference: input.model });
 
   return { input, model, listing, outputUri, nextShard: 0, totals: emptyTotals(), startedAt, runs: 1 };
 }
@@ -219,6 +231,9 @@ function shardListingUri(listingUri: string, index: number): string {
 }
 
 function recordShard(batch: BatchState, result: ShardResult): void {
+  const stages = batch.totals.stages ?? { downloadMs: 0, decodeMs: 0, inferenceMs: 0, postprocessMs: 0, uploadMs: 0, wallMs: 0 };
+  for (const key of Object.keys(stages) as Array<keyof typeof stages>) stages[key] += result.timings[key] ?? 0;
+  batch.totals.stages = stages;
   batch.totals.shardsDone += 1;
   batch.totals.imagesDone += result.images;
   batch.totals.imagesFailed += result.failed;

@@ -14,7 +14,19 @@ export interface FailedShard {
   error: string;
 }
 
+/** Stage times summed over completed shards, in milliseconds. */
+export interface StageTotals {
+  downloadMs: number;
+  decodeMs: number;
+  inferenceMs: number;
+  postprocessMs: number;
+  uploadMs: number;
+  wallMs: number;
+}
+
 export interface BatchTotals {
+  /** Stage times of completed shards; absent in state carried over from older runs. */
+  stages?: StageTotals;
   shardsDone: number;
   shardsFailed: number;
   /** Images whose shard has completed, ok or failed. */
@@ -54,6 +66,32 @@ export interface BatchProgress {
   costUsd: number;
   output: string | null;
   run: number;
+  /** Where completed shards spent their time, and the stage that limits throughput. */
+  utilisation: Utilisation | null;
+}
+
+export interface Utilisation {
+  stages: StageTotals;
+  /** inferenceMs ÷ wallMs over completed shards: how busy the model threads were, 0..1. */
+  inferenceBusyFraction: number;
+  /**
+   * The stage with the most time. Downloads and decodes overlap inference, so `inference` as
+   * the bottleneck means the accelerator is the limit, which is the goal.
+   */
+  bottleneck: 'download' | 'decode' | 'inference' | 'postprocess' | 'upload' | null;
+}
+
+export function utilisation(stages: StageTotals | undefined): Utilisation | null {
+  if (stages === undefined || stages.wallMs === 0) return null;
+  const candidates = [
+    ['download', stages.downloadMs],
+    ['decode', stages.decodeMs],
+    ['inference', stages.inferenceMs],
+    ['postprocess', stages.postprocessMs],
+    ['upload', stages.uploadMs],
+  ] as const;
+  const [bottleneck] = candidates.reduce((best, candidate) => (candidate[1] > best[1] ? candidate : best));
+  return { stages, inferenceBusyFraction: Math.round((stages.inferenceMs / stages.wallMs) * 1000) / 1000, bottleneck };
 }
 
 export interface BatchSummary {

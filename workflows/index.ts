@@ -1,2 +1,3 @@
 /** Workflows registered by the orchestrator worker. */
 export { batchInference, progressQuery } from './batch-inference';
+export { fleetController, decisionsQuery, stopSignal } from './fleet-controller';

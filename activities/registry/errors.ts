@@ -60,7 +60,7 @@ export class InvalidModelName extends Error {
   override readonly name = 'InvalidModelName';
 
   constructor(
-    readonly field: 'name' | 'version',
+    readonly field: 'name' | 'version' | 'alias',
     readonly value: string,
     readonly pattern: RegExp,
   ) {
@@ -71,4 +71,9 @@ export class InvalidModelName extends Error {
 /** Raised for a register request whose task, preprocessing, labels, threshold or bytes are invalid. */
 export class InvalidModelSpec extends Error {
   override readonly name = 'InvalidModelSpec';
+}
+
+/** Raised when an alias and a version label of one model would share a name. */
+export class ModelAliasConflict extends Error {
+  override readonly name = 'ModelAliasConflict';
 }

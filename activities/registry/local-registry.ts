@@ -1,7 +1,9 @@
 /**
  * Model registry in a local folder, for development and single-host runs. Each version lives in
  * `<root>/<name>/<version>/` as `model.onnx` plus `model.json`, the ModelVersion record whose
- * artifactUri is the `file://` URI of model.onnx.
+ * artifactUri is the `file://` URI of model.onnx. Alias promotions are appended, one JSON
+ * Promotion per line, to `<root>/<name>/promotions.jsonl`; the last line for an alias is its
+ * current pointer.
  */
 
 import { promises as fs } from 'node:fs';
@@ -14,23 +16,30 @@ import type { ModelVersion } from '../types';
 import { ModelNotFound } from './errors';
 import {
   buildModelVersion,
+  checkAliasIsNotVersion,
+  checkVersionIsNotAlias,
   compareModelVersions,
   compareWithExisting,
   MODEL_NAME_PATTERN,
   MODEL_VERSION_PATTERN,
-  pickLatest,
   registerVersion,
+  resolveReference,
   validateModelName,
-  validateModelVersion,
+  validatePromoteRequest,
   validateRegisterRequest,
   type ModelRegistry,
+  type PromoteOptions,
+  type Promotion,
   type PublishOutcome,
+  type ReferenceReader,
   type RegisterRequest,
   type RegisterResult,
+  type ResolvedModelReference,
 } from './model-registry';
 
 const ARTIFACT_FILE = 'model.onnx';
 const RECORD_FILE = 'model.json';
+const PROMOTIONS_FILE = 'promotions.jsonl';
 /** Prefix of the folders where a version is assembled. Versions cannot start with `.`, so it never matches one. */
 const STAGING_PREFIX = '.staging-';
 
@@ -45,6 +54,7 @@ export class LocalRegistry implements ModelRegistry {
 
   async register(request: RegisterRequest): Promise<RegisterResult> {
     validateRegisterRequest(request);
+    await checkVersionIsNotAlias(request, (name, alias) => this.readAliasTarget(name, alias));
     const sha256 = sha256Hex(request.bytes);
     return registerVersion(request, sha256, {
       publish: (version) => this.publish(request, version, sha256),
@@ -52,22 +62,81 @@ export class LocalRegistry implements ModelRegistry {
     });
   }
 
-  async get(name: string, version?: string): Promise<ModelVersion> {
-    validateModelName(name);
-    if (version === undefined) {
-      const latest = pickLatest(await this.list(name));
-      if (latest === undefined) {
-        throw new ModelNotFound(name, undefined, []);
-      }
-      return latest;
-    }
+  async get(name: string, versionOrAlias?: string): Promise<ModelVersion> {
+    return (await this.resolve(name, versionOrAlias)).model;
+  }
 
-    validateModelVersion(version);
-    const record = await this.readRecord(name, version);
-    if (record === undefined) {
+  async resolve(name: string, versionOrAlias?: string): Promise<ResolvedModelReference> {
+    return resolveReference(name, versionOrAlias, this.reader);
+  }
+
+  /**
+   * Appends the promotion to `promotions.jsonl` with one append-mode write, then flushes it.
+   * NOTE: two concurrent promotes of one alias on the same folder may both record the same
+   * previousVersion, because the file is read and appended without a lock. The DynamoDB
+   * registry serializes them with a conditional write.
+   */
+  async promote(name: string, version: string, alias: string, options: PromoteOptions): Promise<Promotion> {
+    validatePromoteRequest(name, version, alias, options);
+    checkAliasIsNotVersion(name, alias, await this.readRecord(name, alias));
+    if ((await this.readRecord(name, version)) === undefined) {
       throw new ModelNotFound(name, version, await this.versionLabels(name));
     }
-    return record;
+
+    const current = (await this.aliases(name)).find((pointer) => pointer.alias === alias);
+    const promotion: Promotion = {
+      name,
+      alias,
+      version,
+      previousVersion: current?.version ?? null,
+      reason: options.reason,
+      by: options.by,
+      at: new Date().toISOString(),
+    };
+    const handle = await fs.open(path.join(this.root, name, PROMOTIONS_FILE), 'a');
+    try {
+      await handle.write(`${JSON.stringify(promotion)}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    return promotion;
+  }
+
+  async aliases(name: string): Promise<Promotion[]> {
+    const current = new Map<string, Promotion>();
+    for (const promotion of await this.history(name)) {
+      current.set(promotion.alias, promotion);
+    }
+    return [...current.values()].sort((a, b) => a.alias.localeCompare(b.alias, 'en'));
+  }
+
+  async history(name: string): Promise<Promotion[]> {
+    validateModelName(name);
+    const file = path.join(this.root, name, PROMOTIONS_FILE);
+    let text: string;
+    try {
+      text = await fs.readFile(file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        return [];
+      }
+      throw error;
+    }
+    // A crash during an append can leave a partial last line without its newline; it is skipped.
+    const lines = text.split('\n');
+    if (!text.endsWith('\n')) {
+      lines.pop();
+    }
+    return lines
+      .filter((line) => line.trim() !== '')
+      .map((line, number) => {
+        try {
+          return JSON.parse(line) as Promotion;
+        } catch (error) {
+          throw new Error(`Promotion history ${file} line ${number + 1} is not valid JSON: ${(error as Error).message}`, { cause: error });
+        }
+      });
   }
 
   async list(name?: string): Promise<ModelVersion[]> {
@@ -157,6 +226,17 @@ export class LocalRegistry implements ModelRegistry {
   private async versionLabels(name: string): Promise<string[]> {
     return (await this.list(name)).map((record) => record.version);
   }
+
+  private async readAliasTarget(name: string, alias: string): Promise<string | undefined> {
+    return (await this.aliases(name)).find((pointer) => pointer.alias === alias)?.version;
+  }
+
+  private readonly reader: ReferenceReader = {
+    readRecord: (name, version) => this.readRecord(name, version),
+    readAliasTarget: (name, alias) => this.readAliasTarget(name, alias),
+    list: (name) => this.list(name),
+    versionLabels: (name) => this.versionLabels(name),
+  };
 
   /** Returns the names of the subfolders that match `pattern`, which skips staging folders. */
   private async subfolders(folder: string, pattern: RegExp): Promise<string[]> {

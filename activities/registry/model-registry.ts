@@ -5,7 +5,7 @@
  */
 
 import type { ModelTask, ModelVersion, PreprocessSpec } from '../types';
-import { InvalidModelName, InvalidModelSpec, ModelVersionConflict, ModelSettingsConflict } from './errors';
+import { InvalidModelName, InvalidModelSpec, ModelAliasConflict, ModelNotFound, ModelVersionConflict, ModelSettingsConflict } from './errors';
 
 export interface RegisterRequest {
   name: string;
@@ -33,8 +33,13 @@ export interface ModelRegistry {
    * bytes under an existing version reject with ModelVersionConflict.
    */
   register(request: RegisterRequest): Promise<RegisterResult>;
-  /** Returns one version, or the latest by createdAt when `version` is omitted. Rejects with ModelNotFound. */
-  get(name: string, version?: string): Promise<ModelVersion>;
+  /**
+   * Returns one version, given its label or an alias that points at it, or the latest by
+   * createdAt when `versionOrAlias` is omitted. Rejects with ModelNotFound.
+   */
+  get(name: string, versionOrAlias?: string): Promise<ModelVersion>;
+  /** Same lookup as `get`, and also returns the alias when `versionOrAlias` was one. */
+  resolve(name: string, versionOrAlias?: string): Promise<ResolvedModelReference>;
   /** Lists versions of one model, or of all models, sorted by name, then createdAt, then version. */
   list(name?: string): Promise<ModelVersion[]>;
   /**
@@ -42,10 +47,51 @@ export interface ModelRegistry {
    * `NotFound` error. The bytes are not checked against `model.sha256`, so callers must do that.
    */
   readArtifact(model: ModelVersion): Promise<Buffer>;
+  /**
+   * Points `alias` at an existing version and appends the promotion to the model's history.
+   * Rejects with ModelNotFound for an unknown version, and with ModelAliasConflict when the
+   * alias is also a version label of the model.
+   */
+  promote(name: string, version: string, alias: string, options: PromoteOptions): Promise<Promotion>;
+  /** Returns the current pointer of every alias of the model, sorted by alias. */
+  aliases(name: string): Promise<Promotion[]>;
+  /** Returns every promotion of the model's aliases, oldest first. */
+  history(name: string): Promise<Promotion[]>;
+}
+
+export interface PromoteOptions {
+  /** Reason for the promotion, e.g. a ticket or an evaluation result. */
+  reason: string;
+  /** User or service that promotes, e.g. `alice@build-host`. */
+  by: string;
+}
+
+/** One move of an alias; the latest promotion of an alias is its current pointer. */
+export interface Promotion {
+  name: string;
+  alias: string;
+  version: string;
+  /** Version the alias pointed at before this promotion, or null when the alias was new. */
+  previousVersion: string | null;
+  reason: string;
+  by: string;
+  /** ISO 8601 UTC time of the promotion. */
+  at: string;
+}
+
+export interface ResolvedModelReference {
+  model: ModelVersion;
+  /** The alias that the reference named, when it named one instead of a version label. */
+  alias?: string;
 }
 
 export const MODEL_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const MODEL_VERSION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/**
+ * Alias names start with a lowercase letter, so an alias never equals an auto-numbered version.
+ * Every alias also matches MODEL_VERSION_PATTERN, which lets `name@alias` parse like `name@version`.
+ */
+export const MODEL_ALIAS_PATTERN = /^[a-z][a-z0-9_-]{0,63}$/;
 
 /** Attempts of an auto-numbered register when concurrent registers keep taking the number. */
 const AUTO_VERSION_ATTEMPTS = 5;
@@ -121,6 +167,90 @@ export function validateModelName(name: string): void {
 export function validateModelVersion(version: string): void {
   if (typeof version !== 'string' || !MODEL_VERSION_PATTERN.test(version)) {
     throw new InvalidModelName('version', String(version), MODEL_VERSION_PATTERN);
+  }
+}
+
+export function validateModelAlias(alias: string): void {
+  if (typeof alias !== 'string' || !MODEL_ALIAS_PATTERN.test(alias)) {
+    throw new InvalidModelName('alias', String(alias), MODEL_ALIAS_PATTERN);
+  }
+}
+
+/** Checks the arguments of `promote` before any storage is read. */
+export function validatePromoteRequest(name: string, version: string, alias: string, options: PromoteOptions): void {
+  validateModelName(name);
+  validateModelVersion(version);
+  validateModelAlias(alias);
+  if (typeof options?.reason !== 'string' || options.reason.trim() === '') {
+    throw new InvalidModelSpec(`Promotion of ${name}@${version} to ${alias}: the reason is missing. Say why the alias moves.`);
+  }
+  if (typeof options.by !== 'string' || options.by.trim() === '') {
+    throw new InvalidModelSpec(`Promotion of ${name}@${version} to ${alias}: the user is missing. Pass the user or service that promotes.`);
+  }
+}
+
+/** Storage reads that resolveReference needs from a registry implementation. */
+export interface ReferenceReader {
+  readRecord(name: string, version: string): Promise<ModelVersion | undefined>;
+  /** Returns the version an alias points at, or undefined when the alias does not exist. */
+  readAliasTarget(name: string, alias: string): Promise<string | undefined>;
+  list(name: string): Promise<ModelVersion[]>;
+  versionLabels(name: string): Promise<string[]>;
+}
+
+/**
+ * Resolves `versionOrAlias` to a stored version: a version label first, then an alias, or the
+ * latest version when it is omitted. Versions and aliases of one model never share a name
+ * because promote and register reject the collision, so the order only matters for data
+ * written outside those methods.
+ */
+export async function resolveReference(name: string, versionOrAlias: string | undefined, reader: ReferenceReader): Promise<ResolvedModelReference> {
+  validateModelName(name);
+  if (versionOrAlias === undefined) {
+    const latest = pickLatest(await reader.list(name));
+    if (latest === undefined) {
+      throw new ModelNotFound(name, undefined, []);
+    }
+    return { model: latest };
+  }
+
+  validateModelVersion(versionOrAlias);
+  const record = await reader.readRecord(name, versionOrAlias);
+  if (record !== undefined) {
+    return { model: record };
+  }
+  if (MODEL_ALIAS_PATTERN.test(versionOrAlias)) {
+    const target = await reader.readAliasTarget(name, versionOrAlias);
+    if (target !== undefined) {
+      const pointed = await reader.readRecord(name, target);
+      if (pointed === undefined) {
+        throw new ModelNotFound(name, target, await reader.versionLabels(name));
+      }
+      return { model: pointed, alias: versionOrAlias };
+    }
+  }
+  throw new ModelNotFound(name, versionOrAlias, await reader.versionLabels(name));
+}
+
+/** Rejects a register request whose explicit version is already an alias of the model. */
+export async function checkVersionIsNotAlias(request: RegisterRequest, readAliasTarget: ReferenceReader['readAliasTarget']): Promise<void> {
+  if (request.version === undefined || !MODEL_ALIAS_PATTERN.test(request.version)) {
+    return;
+  }
+  const target = await readAliasTarget(request.name, request.version);
+  if (target !== undefined) {
+    throw new ModelAliasConflict(
+      `Cannot register ${request.name}@${request.version}: ${request.version} is an alias of ${request.name} (pointing at ${target}). Choose another --version.`,
+    );
+  }
+}
+
+/** Rejects an alias that is also a version label, because `name@label` would then be ambiguous. */
+export function checkAliasIsNotVersion(name: string, alias: string, existing: ModelVersion | undefined): void {
+  if (existing !== undefined) {
+    throw new ModelAliasConflict(
+      `Cannot use ${alias} as an alias of ${name}: ${name}@${alias} is a registered version. Choose another alias name.`,
+    );
   }
 }
 
