@@ -12,6 +12,7 @@ import type { BatchManifest } from '../activities/write-manifest';
 import type { BatchInput } from '../workflows/batch-input';
 import type { BatchProgress, BatchSummary } from '../workflows/batch-state';
 import type { batchInference } from '../workflows/batch-inference';
+import { temporalConnectionOptions } from '../workers/temporal-connection';
 import { BATCH_WORKFLOW_TYPE, ORCHESTRATOR_TASK_QUEUE, PROGRESS_QUERY } from '../workflows/names';
 
 export interface SkyNewtClientOptions {
@@ -76,7 +77,7 @@ export class SkyNewtClient {
 
   static async connect(options: { address: string; namespace?: string; store?: ObjectStore }): Promise<SkyNewtClient> {
     // Fail within seconds when no server listens, instead of the SDK's longer default wait.
-    const connection = await Connection.connect({ address: options.address, connectTimeout: '3 seconds' });
+    const connection = await Connection.connect({ ...temporalConnectionOptions(options.address), connectTimeout: '3 seconds' });
     return new SkyNewtClient({ client: new Client({ connection, namespace: options.namespace ?? 'default' }), store: options.store });
   }
 

@@ -21,6 +21,7 @@ import type { Capacity } from '../activities/types';
 import { GPU_SPOT_TASK_QUEUE } from '../workflows/names';
 import { disableMetadataOffEc2 } from '../activities/local-home';
 import { loadConfig } from './config';
+import { temporalConnectionOptions } from './temporal-connection';
 import { capacityFromMetadata } from './ec2-capacity';
 import { InstanceMetadataClient } from './instance-metadata';
 import { SpotWatcher } from './spot-watcher';
@@ -108,7 +109,7 @@ export async function runInferenceWorker(): Promise<void> {
   const { capacity } = prices;
   logger.info('Host price', { source: prices.source, instanceType: capacity.instanceType, zone: capacity.availabilityZone, hourlyRateUsd: capacity.hourlyRateUsd });
   const runner = await ModelRunner.start({ intraOpThreads: config.intraOpThreads, executionProviders: config.executionProviders });
-  const connection = await NativeConnection.connect({ address: config.address });
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config.address));
   const drain = new Drain();
   const worker = await createInferenceWorker({
     connection,

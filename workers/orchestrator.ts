@@ -12,6 +12,7 @@ import { createObjectStore } from '../activities/storage/stores';
 import { ORCHESTRATOR_TASK_QUEUE } from '../workflows/names';
 import { disableMetadataOffEc2 } from '../activities/local-home';
 import { loadConfig } from './config';
+import { temporalConnectionOptions } from './temporal-connection';
 import { WORKER_READY_MARKER } from './ready';
 
 export interface OrchestratorWorkerOptions {
@@ -37,9 +38,9 @@ export async function createOrchestratorWorker(options: OrchestratorWorkerOption
 export async function runOrchestratorWorker(): Promise<void> {
   disableMetadataOffEc2();
   const config = loadConfig();
-  const connection = await NativeConnection.connect({ address: config.address });
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config.address));
   // A second, client-side connection lets the exportHistory activity read workflow histories.
-  const clientConnection = await Connection.connect({ address: config.address });
+  const clientConnection = await Connection.connect(temporalConnectionOptions(config.address));
   const activities = createOrchestratorActivities({
     store: createObjectStore(),
     registry: openRegistry(),

@@ -76,6 +76,8 @@ export class SkyNewtStack extends Stack {
           SKYNEWT_HOME: '/var/lib/skynewt',
           SKYNEWT_MODELS: config.prewarmModels.join(','),
           SKYNEWT_SHARD_CONCURRENCY: String(config.shardConcurrency),
+          // The user data installs onnxruntime-node's CUDA 12 provider; CPU runs what CUDA lacks.
+          SKYNEWT_EXECUTION_PROVIDER: 'cuda,cpu',
         },
       }),
     });
