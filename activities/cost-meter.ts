@@ -6,22 +6,35 @@
  */
 import { costBetween, FixedPriceFeed, type PriceFeed } from './pricing/price-feed';
 
+export interface LeaseFigures {
+  seconds: number;
+  costUsd: number;
+  /**
+   * Cost of the host while it ran no shard, from the end of its previous shard (or the worker's
+   * start) until this lease began. It is charged to the shard that ends the idle time.
+   */
+  idleCostUsd: number;
+}
+
 export interface CostLease {
-  /** Seconds and USD charged to this lease so far. */
-  read(): { seconds: number; costUsd: number };
+  /** Figures charged to this lease so far. */
+  read(): LeaseFigures;
   /** Stops charging this lease and returns its final figures. */
-  stop(): { seconds: number; costUsd: number };
+  stop(): LeaseFigures;
 }
 
 interface Account {
   startedMs: number;
   costUsd: number;
+  idleCostUsd: number;
 }
 
 export class CostMeter {
   private readonly accounts = new Set<Account>();
   private readonly prices: PriceFeed;
   private lastChangeMs: number;
+  /** Host cost accrued while no shard ran, not yet charged to a shard. */
+  private idleCostUsd = 0;
 
   /**
    * @param prices price of the whole host in USD per hour: a feed, or a fixed rate (0 for local runs).
@@ -37,9 +50,10 @@ export class CostMeter {
 
   start(): CostLease {
     this.settle();
-    const account: Account = { startedMs: this.now(), costUsd: 0 };
+    const account: Account = { startedMs: this.now(), costUsd: 0, idleCostUsd: this.idleCostUsd };
+    this.idleCostUsd = 0;
     this.accounts.add(account);
-    const figures = () => ({ seconds: (this.now() - account.startedMs) / 1000, costUsd: account.costUsd });
+    const figures = () => ({ seconds: (this.now() - account.startedMs) / 1000, costUsd: account.costUsd, idleCostUsd: account.idleCostUsd });
     return {
       read: () => {
         this.settle();
@@ -63,7 +77,10 @@ export class CostMeter {
     const nowMs = this.now();
     const hostCostUsd = costBetween(this.prices, this.lastChangeMs, nowMs);
     this.lastChangeMs = nowMs;
-    if (this.accounts.size === 0) return;
+    if (this.accounts.size === 0) {
+      this.idleCostUsd += hostCostUsd;
+      return;
+    }
     const share = hostCostUsd / this.accounts.size;
     for (const account of this.accounts) account.costUsd += share;
   }

@@ -13,7 +13,7 @@ import { sha256Hex } from './storage/hash';
 import type { ModelRegistry } from './registry/model-registry';
 import type { ModelRunner } from './inference/model-runner';
 import { FailureType } from './failures';
-import type { CostMeter } from './cost-meter';
+import type { CostMeter, LeaseFigures } from './cost-meter';
 import type { Drain } from './drain';
 import type { ProcessTrace } from './process-trace';
 import { emptyTimings, finishImage, prepareImage, type PreparedImage } from './process-image';
@@ -163,6 +163,7 @@ export function createRunShard(deps: ShardDeps) {
       }
     };
     const busyStart = performance.now();
+    let stopped: LeaseFigures;
 
     try {
       for (let cursor = checkpoint.cursor; cursor < input.images; cursor++) {
@@ -196,9 +197,10 @@ export function createRunShard(deps: ShardDeps) {
       throw await failAttempt(err, input, () => checkpoint, pending.length > 0 ? () => commitPart(partStart + pending.length) : null);
     } finally {
       clearInterval(beat);
-      lease.stop();
       timings.wallMs += performance.now() - busyStart;
+      stopped = lease.stop();
     }
+    const { idleCostUsd } = stopped;
 
     const assembled = await assembleShard(deps.store, input, checkpoint.parts);
     const attemptCostUsd = checkpoint.priorCostUsd - (resumed?.priorCostUsd ?? 0);
@@ -227,6 +229,7 @@ export function createRunShard(deps: ShardDeps) {
           startCursor: resumedFrom,
           endCursor: input.images,
           costUsd: attemptCostUsd,
+          idleCostUsd,
         },
       ],
     };

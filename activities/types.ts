@@ -114,6 +114,11 @@ export interface ShardAttempt {
   error?: string;
   /** Cost charged up to the attempt's last checkpoint, in USD. */
   costUsd: number;
+  /**
+   * Cost of the host while it idled just before this attempt, in USD; recorded for completed
+   * attempts, absent for attempts that ended otherwise.
+   */
+  idleCostUsd?: number;
 }
 
 /** A checkpointed run of output lines; its object key follows from the shard and `start`. */

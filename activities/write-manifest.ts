@@ -9,7 +9,7 @@ import { joinUri } from './storage/uri';
 import { shardPartsUri, shardResultUri } from './run-shard';
 import type { Listing, ModelVersion, ShardResult } from './types';
 import { failedShardUri, type FailedShardRecord } from './record-failed-shard';
-import type { BatchTotals } from '../workflows/batch-state';
+import { utilisation, type BatchTotals, type StageTotals, type Utilisation } from '../workflows/batch-state';
 import { ROOT_HASH_SCHEME, shardsRootHash } from './audit/root-hash';
 import type { ResolvedModel } from './resolve-model';
 
@@ -67,6 +67,8 @@ export interface BatchManifest {
   imagesOk: number;
   imagesFailed: number;
   costUsd: number;
+  /** Where the completed shards spent their time, and the stage that limited throughput. */
+  utilisation: Utilisation | null;
   shards: ManifestShard[];
   /** sha256 over the shards' `index:sha256` lines; see activities/audit/root-hash.ts. Absent in manifests written before root hashes. */
   rootHash?: string;
@@ -78,6 +80,16 @@ export interface BatchManifest {
   startedAt: string;
   finishedAt: string;
   runs: number;
+}
+
+/** Stage times summed over the completed shards' final attempts. */
+function sumStages(shards: ManifestShard[]): StageTotals | undefined {
+  if (shards.length === 0) return undefined;
+  const total: StageTotals = { downloadMs: 0, decodeMs: 0, inferenceMs: 0, postprocessMs: 0, uploadMs: 0, wallMs: 0 };
+  for (const shard of shards) {
+    for (const key of Object.keys(total) as Array<keyof StageTotals>) total[key] += shard.timings[key] ?? 0;
+  }
+  return total;
 }
 
 export function manifestUri(outputUri: string): string {
@@ -127,6 +139,7 @@ export function createWriteManifest(deps: { store: ObjectStore; exportsHistory?:
       imagesOk: request.listing.images - imagesFailed,
       imagesFailed,
       costUsd: shards.reduce((sum, shard) => sum + shard.costUsd, 0),
+      utilisation: utilisation(sumStages(shards)),
       shards,
       rootHash: shardsRootHash(shards),
       rootHashScheme: ROOT_HASH_SCHEME,

@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { toFileUri } from '../activities/storage/uri';
+import { encryptingDataConverter } from '../activities/codec/aes-gcm-codec';
 import { failureReason, readManifest, SkyNewtClient } from '../client/skynewt-client';
 import type { BatchInput } from '../workflows/batch-input';
 import type { BatchSummary, Utilisation } from '../workflows/batch-state';
@@ -69,7 +70,8 @@ function integerOption(flag: string, value: string | undefined): number | undefi
 export async function connectClient(): Promise<SkyNewtClient> {
   const config = loadConfig();
   try {
-    return await SkyNewtClient.connect({ address: config.address, namespace: config.namespace });
+    const dataConverter = config.payloadKeyring ? encryptingDataConverter(config.payloadKeyring) : undefined;
+    return await SkyNewtClient.connect({ address: config.address, namespace: config.namespace, dataConverter });
   } catch (err) {
     throw new UsageError(`Cannot reach Temporal at ${config.address} (${(err as Error).message}). Start the local stack with: skynewt up`);
   }
@@ -233,6 +235,7 @@ export function addBatchCommands(program: Command): void {
         model: `${manifest.model.name}@${manifest.model.version} (sha256 ${manifest.model.sha256})`,
         images: `${manifest.imagesOk} ok, ${manifest.imagesFailed} failed, ${manifest.images} in all`,
         cost: formatUsd(manifest.costUsd),
+        ...(manifest.utilisation ? { utilisation: describeUtilisation(manifest.utilisation) } : {}),
         output: manifest.output,
       }], true);
       console.log('');

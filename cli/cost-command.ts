@@ -27,7 +27,10 @@ export interface CostReport {
   onDemandCostUsd: number | null;
   /** Attempts left out of `onDemandCostUsd`: no capacity recorded, no list price, or no price paid. */
   attemptsWithoutOnDemandPrice: number;
-  /** Cost of hosts kept running between shards; null because the manifest does not record it. */
+  /**
+   * Cost of hosts idling just before the batch's completed attempts (between shards, or after
+   * start or pre-warm); null for manifests written before attempts recorded it.
+   */
   idleCostUsd: number | null;
   byCapacity: Array<{ instanceType: string; lifecycle: string; attempts: number; costUsd: number; hostHours: number | null }>;
   notes: string[];
@@ -57,9 +60,11 @@ export function costReport(manifest: BatchManifest, prices: OnDemandPrices): Cos
   let totalCostUsd = 0;
   let onDemandCostUsd = 0;
   let priced = 0;
+  let idleCostUsd: number | null = null;
 
   for (const { attempt, shardFailed } of attempts) {
     totalCostUsd += attempt.costUsd;
+    if (attempt.idleCostUsd !== undefined) idleCostUsd = (idleCostUsd ?? 0) + attempt.idleCostUsd;
     if (shardFailed) wastedByOutcome.failedShards += attempt.costUsd;
     else if (attempt.outcome !== 'completed') wastedByOutcome[attempt.outcome] += attempt.costUsd;
 
@@ -80,7 +85,7 @@ export function costReport(manifest: BatchManifest, prices: OnDemandPrices): Cos
   }
 
   const notes = [
-    'Idle cost is not known: the manifest records the time hosts spent in shard attempts, not how long each host ran before, between or after them.',
+    'Idle cost is the host time with no shard running just before each completed attempt, charged to that attempt; a host idling after its last shard is charged to its next batch.',
     'Wasted cost counts every attempt that did not complete, although the images such an attempt checkpointed were kept; the time after its last checkpoint was never charged.',
   ];
   const unpriced = attempts.length - priced;
@@ -100,7 +105,7 @@ export function costReport(manifest: BatchManifest, prices: OnDemandPrices): Cos
     wastedByOutcome,
     onDemandCostUsd: priced > 0 ? onDemandCostUsd : null,
     attemptsWithoutOnDemandPrice: unpriced,
-    idleCostUsd: null,
+    idleCostUsd,
     byCapacity: [...byCapacity.values()],
     notes,
   };

@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { disableMetadataOffEc2 } from '../activities/local-home';
 import { addBatchCommands } from './batch-commands';
+import { addCodecServerCommand } from './codec-server-command';
 import { addCostCommand } from './cost-command';
 import { addEstimateCommand } from './estimate-command';
 import { addDemoCommand } from './demo';
@@ -29,6 +30,7 @@ addDrillCommand(program);
 addFleetCommand(program);
 addVerifyCommand(program);
 addLineageCommand(program);
+addCodecServerCommand(program);
 
 program.parseAsync(process.argv).then(
   () => {

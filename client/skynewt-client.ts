@@ -3,8 +3,9 @@
  * summary and read its manifest. A batch's workflow id is its batch id.
  */
 import { randomBytes } from 'node:crypto';
+import { temporal } from '@temporalio/proto';
 import { Client, Connection, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
+import type { DataConverter, Payload } from '@temporalio/common';
 import type { ShardCheckpoint } from '../activities/types';
 import type { ObjectStore } from '../activities/storage/object-store';
 import { createObjectStore } from '../activities/storage/stores';
@@ -75,10 +76,16 @@ export class SkyNewtClient {
     this.taskQueue = options.taskQueue ?? ORCHESTRATOR_TASK_QUEUE;
   }
 
-  static async connect(options: { address: string; namespace?: string; store?: ObjectStore }): Promise<SkyNewtClient> {
+  /**
+   * Connects to the server. Pass `dataConverter` (e.g. `encryptingDataConverter(keyring)`) when the
+   * workers encrypt payloads, or the client cannot read inputs, results, queries or heartbeats.
+   * The CLI passes one whenever SKYNEWT_PAYLOAD_KEY or SKYNEWT_PAYLOAD_KEY_FILE is set.
+   */
+  static async connect(options: { address: string; namespace?: string; store?: ObjectStore; dataConverter?: DataConverter }): Promise<SkyNewtClient> {
     // Fail within seconds when no server listens, instead of the SDK's longer default wait.
     const connection = await Connection.connect({ ...temporalConnectionOptions(options.address), connectTimeout: '3 seconds' });
-    return new SkyNewtClient({ client: new Client({ connection, namespace: options.namespace ?? 'default' }), store: options.store });
+    const client = new Client({ connection, namespace: options.namespace ?? 'default', dataConverter: options.dataConverter });
+    return new SkyNewtClient({ client, store: options.store });
   }
 
   /** Starts a batch and returns its ids; the batch id defaults to a new time-ordered id. */
@@ -119,7 +126,7 @@ export class SkyNewtClient {
     for (const activity of description.raw.pendingActivities ?? []) {
       const payload = activity.heartbeatDetails?.payloads?.[0];
       if (!payload) continue;
-      const checkpoint = defaultPayloadConverter.fromPayload<ShardCheckpoint>(payload);
+      const checkpoint = await this.decodePayload<ShardCheckpoint>(payload);
       imagesInFlight += checkpoint?.cursor ?? 0;
     }
     if (executionStatus === 'RUNNING' || executionStatus === 'COMPLETED' || executionStatus === 'CONTINUED_AS_NEW') {
@@ -129,6 +136,15 @@ export class SkyNewtClient {
     const error = await handle.result().then(() => undefined, (err: unknown) => failureReason(err));
     const status = executionStatus === 'CANCELLED' ? 'cancelled' : 'failed';
     return { ...progress, status, imagesInFlight: 0, executionStatus, error };
+  }
+
+  /** Decodes a raw payload from a describe response with the client's codecs and payload converter. */
+  private async decodePayload<T>(payload: Payload): Promise<T> {
+    const converter = this.client.options.loadedDataConverter;
+    let decoded = [payload];
+    // Codecs decode in the reverse of their encoding order, as the SDK applies them.
+    for (const codec of [...converter.payloadCodecs].reverse()) decoded = await codec.decode(decoded);
+    return converter.payloadConverter.fromPayload<T>(decoded[0]);
   }
 
   async cancel(batchId: string): Promise<void> {
@@ -157,19 +173,33 @@ export class SkyNewtClient {
   async batchesUsingModel(name: string, version: string): Promise<ModelBatch[]> {
     const value = `${name}@${version}`.replace(/\\/g, '\\\\').replace(/'/g, "\\'");
     const latest = new Map<string, ModelBatch>();
-    for await (const execution of this.client.workflow.list({ query: `SkyNewtModel = '${value}'` })) {
-      const known = latest.get(execution.workflowId);
-      if (known !== undefined && known.startTime >= execution.startTime.toISOString()) continue;
-      latest.set(execution.workflowId, {
-        batchId: execution.workflowId,
-        runId: execution.runId,
-        status: execution.status.name,
-        startTime: execution.startTime.toISOString(),
-        closeTime: execution.closeTime?.toISOString() ?? null,
-        modelAlias: typeof execution.memo?.modelAlias === 'string' ? execution.memo.modelAlias : null,
-        manifest: typeof execution.memo?.manifest === 'string' ? execution.memo.manifest : null,
+    // The raw visibility API is used because the SDK's list decodes every memo and fails on a
+    // batch whose memo another key encrypted; here such a memo's fields are only left out.
+    let nextPageToken: Uint8Array | undefined;
+    do {
+      const page = await this.client.workflowService.listWorkflowExecutions({
+        namespace: this.client.options.namespace,
+        query: `SkyNewtModel = '${value}'`,
+        nextPageToken,
       });
-    }
+      for (const execution of page.executions ?? []) {
+        const batchId = execution.execution?.workflowId ?? '';
+        const startTime = timestampToIso(execution.startTime) ?? '';
+        const known = latest.get(batchId);
+        if (known !== undefined && known.startTime >= startTime) continue;
+        const memo = execution.memo?.fields ?? {};
+        latest.set(batchId, {
+          batchId,
+          runId: execution.execution?.runId ?? '',
+          status: temporal.api.enums.v1.WorkflowExecutionStatus[execution.status ?? 0].replace('WORKFLOW_EXECUTION_STATUS_', ''),
+          startTime,
+          closeTime: timestampToIso(execution.closeTime),
+          modelAlias: plainMemoString(memo.modelAlias),
+          manifest: plainMemoString(memo.manifest),
+        });
+      }
+      nextPageToken = page.nextPageToken?.length ? page.nextPageToken : undefined;
+    } while (nextPageToken);
     return [...latest.values()].sort((a, b) => b.startTime.localeCompare(a.startTime));
   }
 
@@ -204,6 +234,18 @@ export function failureReason(err: unknown): string {
     if (current.message && !/^(Workflow execution failed|Activity task failed)$/.test(current.message)) message = current.message;
   }
   return type ? `${type}: ${message}` : message;
+}
+
+function timestampToIso(timestamp: { seconds?: unknown; nanos?: number | null } | null | undefined): string | null {
+  if (!timestamp || timestamp.seconds === undefined || timestamp.seconds === null) return null;
+  return new Date(Number(timestamp.seconds) * 1000 + Math.floor((timestamp.nanos ?? 0) / 1e6)).toISOString();
+}
+
+/** Decodes a memo field stored as plain JSON; returns null for an encrypted or non-string one. */
+function plainMemoString(payload: temporal.api.common.v1.IPayload | undefined): string | null {
+  if (!payload?.data || Buffer.from(payload.metadata?.encoding ?? '').toString() !== 'json/plain') return null;
+  const value: unknown = JSON.parse(Buffer.from(payload.data).toString('utf8'));
+  return typeof value === 'string' ? value : null;
 }
 
 /** Reads a batch manifest from a file or S3 URI; needs no Temporal server. */

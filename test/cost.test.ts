@@ -1,5 +1,6 @@
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { CostMeter } from '../activities/cost-meter';
 import { loadOnDemandPrices } from '../activities/pricing/on-demand';
 import { PriceHistory } from '../activities/pricing/price-feed';
 import { createObjectStore } from '../activities/storage/stores';
@@ -89,11 +90,30 @@ describe('batch cost with a known price feed', () => {
     expect(report.wastedCostUsd).toBe(0);
     expect(report.onDemandCostUsd).toBeCloseTo((shardCost * G5_ON_DEMAND) / SPOT_PRICE, 9);
     expect(report.attemptsWithoutOnDemandPrice).toBe(0);
-    expect(report.idleCostUsd).toBeNull();
-    expect(report.notes.join('\n')).toContain('Idle cost is not known');
+    // The first shard carries the host's idle time since the worker started; the second its gap.
+    expect(manifest.shards.every((shard) => (shard.attempts[0].idleCostUsd ?? -1) >= 0)).toBe(true);
+    expect(report.idleCostUsd).toBeCloseTo(manifest.shards.reduce((sum, shard) => sum + (shard.attempts[0].idleCostUsd ?? 0), 0), 9);
+    expect(report.notes.join('\n')).toContain('Idle cost is the host time with no shard running');
     expect(report.byCapacity).toEqual([
       { instanceType: 'g5.xlarge', lifecycle: 'spot', attempts: 2, costUsd: expect.closeTo(shardCost, 9), hostHours: expect.closeTo(shardCost / SPOT_PRICE, 9) },
     ]);
+  });
+});
+
+describe('cost meter idle time', () => {
+  it('charges idle time to the next shard', () => {
+    let now = 0;
+    const meter = new CostMeter(3600, () => now);
+    now = 10_000;
+    const first = meter.start();
+    now = 20_000;
+    expect(first.stop()).toEqual({ seconds: 10, costUsd: 10, idleCostUsd: 10 });
+    now = 25_000;
+    const second = meter.start();
+    const third = meter.start();
+    now = 35_000;
+    expect(second.stop()).toEqual({ seconds: 10, costUsd: 5, idleCostUsd: 5 });
+    expect(third.stop()).toEqual({ seconds: 10, costUsd: 5, idleCostUsd: 0 });
   });
 });
 

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Client, Connection } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { inject } from 'vitest';
 import { ModelRunner } from '../activities/inference/model-runner';
@@ -97,7 +98,16 @@ export interface TestStack {
  * Runs an orchestrator worker and an inference worker in this process on fresh task queues,
  * with a local registry in a temporary folder.
  */
-export async function startTestStack(options: { inference?: boolean; address?: string; s3?: S3Client; orchestrator?: boolean } = {}): Promise<TestStack> {
+export async function startTestStack(
+  options: {
+    inference?: boolean;
+    address?: string;
+    s3?: S3Client;
+    orchestrator?: boolean;
+    /** Data converter for both workers and the client, e.g. one that encrypts payloads. */
+    dataConverter?: DataConverter;
+  } = {},
+): Promise<TestStack> {
   const home = tempDir('home');
   mkdirSync(path.join(home, 'results'), { recursive: true });
   const resultsRoot = toFileUri(path.join(home, 'results'));
@@ -116,8 +126,9 @@ export async function startTestStack(options: { inference?: boolean; address?: s
       connection: nativeConnection,
       namespace: 'default',
       taskQueue,
-      activities: createOrchestratorActivities({ store, registry, resultsRoot, temporal: new Client({ connection }) }),
+      activities: createOrchestratorActivities({ store, registry, resultsRoot, temporal: new Client({ connection, dataConverter: options.dataConverter }) }),
       workflowBundle: { codePath: inject('workflowBundlePath') },
+      dataConverter: options.dataConverter,
     }));
   }
   const runner = await ModelRunner.start({ intraOpThreads: os.availableParallelism() });
@@ -132,11 +143,12 @@ export async function startTestStack(options: { inference?: boolean; address?: s
       capacity: TEST_CAPACITY,
       shardConcurrency: 1,
       prewarmModels: [],
+      dataConverter: options.dataConverter,
     }));
   }
   const running = workers.map((worker) => worker.run());
 
-  const client = new SkyNewtClient({ client: new Client({ connection }), store, taskQueue });
+  const client = new SkyNewtClient({ client: new Client({ connection, dataConverter: options.dataConverter }), store, taskQueue });
   return {
     client,
     registry,

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { skynewtHome } from '../activities/local-home';
 import { toFileUri } from '../activities/storage/uri';
+import { loadPayloadKeyring, type PayloadKeyring } from '../activities/codec/payload-keys';
 import { GPU_SPOT_TASK_QUEUE, ORCHESTRATOR_TASK_QUEUE } from '../workflows/names';
 
 export interface SkyNewtConfig {
@@ -23,7 +24,7 @@ export interface SkyNewtConfig {
   inferenceTaskQueue: string;
   /** Shards one inference worker runs at once. SKYNEWT_SHARD_CONCURRENCY, default 1. */
   shardConcurrency: number;
-  /** Images downloaded and decoded ahead of inference per shard. SKYNEWT_PREFETCH, default 4. */
+  /** Images downloaded and decoded ahead of inference per shard. SKYNEWT_PREFETCH, default 4 with a GPU provider, else 1. */
   prefetchDepth: number;
   /**
    * onnxruntime execution providers in order of preference, e.g. `cuda,cpu`.
@@ -46,6 +47,13 @@ export interface SkyNewtConfig {
   spotPriceRefreshMs: number;
   /** JSON file overriding the shipped on-demand prices. SKYNEWT_ON_DEMAND_PRICES, default none. */
   onDemandPricesFile: string | null;
+  /**
+   * Keys for payload encryption, or null when it is off (the default). SKYNEWT_PAYLOAD_KEY or
+   * SKYNEWT_PAYLOAD_KEY_FILE, SKYNEWT_PAYLOAD_KEY_ID, SKYNEWT_PAYLOAD_KEYS_FILE; see `loadPayloadKeyring`.
+   */
+  payloadKeyring: PayloadKeyring | null;
+  /** Bearer token that `skynewt codec-server` requires. SKYNEWT_CODEC_TOKEN, default none. */
+  codecToken: string | null;
 }
 
 function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -70,6 +78,7 @@ function executionProviders(raw: string | undefined): string[] {
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig {
+  const providers = executionProviders(env.SKYNEWT_EXECUTION_PROVIDER);
   const home = skynewtHome(env);
   return {
     address: env.SKYNEWT_TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
@@ -79,8 +88,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig 
     orchestratorTaskQueue: env.SKYNEWT_ORCHESTRATOR_TASK_QUEUE ?? ORCHESTRATOR_TASK_QUEUE,
     inferenceTaskQueue: env.SKYNEWT_TASK_QUEUE ?? GPU_SPOT_TASK_QUEUE,
     shardConcurrency: positiveInteger(env, 'SKYNEWT_SHARD_CONCURRENCY', 1),
-    prefetchDepth: positiveInteger(env, 'SKYNEWT_PREFETCH', 4),
-    executionProviders: executionProviders(env.SKYNEWT_EXECUTION_PROVIDER),
+    executionProviders: providers,
+    // On a CPU-only host, decoding ahead competes with inference for the same cores (measured
+    // slower in bench/throughput.ts on 2 cores), so prefetching is on only with an accelerator.
+    prefetchDepth: positiveInteger(env, 'SKYNEWT_PREFETCH', providers.some((name) => name !== 'cpu') ? 4 : 1),
     intraOpThreads: positiveInteger(env, 'SKYNEWT_INTRA_OP_THREADS', os.availableParallelism()),
     prewarmModels: (env.SKYNEWT_MODELS ?? '').split(',').map((model) => model.trim()).filter(Boolean),
     ec2: env.SKYNEWT_EC2 === 'true',
@@ -89,5 +100,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig 
     uiUrl: env.SKYNEWT_UI_URL ?? 'http://127.0.0.1:8233',
     spotPriceRefreshMs: positiveInteger(env, 'SKYNEWT_SPOT_PRICE_REFRESH_MS', 300_000),
     onDemandPricesFile: env.SKYNEWT_ON_DEMAND_PRICES || null,
+    payloadKeyring: loadPayloadKeyring(env),
+    codecToken: env.SKYNEWT_CODEC_TOKEN || null,
   };
 }

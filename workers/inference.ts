@@ -3,7 +3,9 @@
  * models before polling, so the first shard does not pay the model load, and keeps one model
  * runner thread per process whose sessions every shard shares.
  */
+import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { encryptingDataConverter } from '../activities/codec/aes-gcm-codec';
 import { createInferenceActivities } from '../activities/inference-activities';
 import { capacityFromEnv } from '../activities/capacity';
 import { CostMeter } from '../activities/cost-meter';
@@ -47,6 +49,8 @@ export interface InferenceWorkerOptions {
   trace?: ProcessTrace;
   /** Images prepared ahead of inference per shard. */
   prefetchDepth?: number;
+  /** Data converter, e.g. one that encrypts payloads and heartbeat details; the SDK's default when absent. */
+  dataConverter?: DataConverter;
 }
 
 export async function createInferenceWorker(options: InferenceWorkerOptions): Promise<Worker> {
@@ -71,6 +75,7 @@ export async function createInferenceWorker(options: InferenceWorkerOptions): Pr
     namespace: options.namespace,
     taskQueue: options.taskQueue ?? GPU_SPOT_TASK_QUEUE,
     activities,
+    ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),
     maxConcurrentActivityTaskExecutions: options.shardConcurrency,
     // Checkpoints must reach the server promptly: a replacement attempt resumes from the last
     // heartbeat the server has, and the SDK would otherwise hold heartbeats for up to 24 s.
@@ -125,6 +130,7 @@ export async function runInferenceWorker(): Promise<void> {
     drain,
     trace: createProcessTrace(process.env.SKYNEWT_TRACE_FILE),
     prefetchDepth: config.prefetchDepth,
+    dataConverter: config.payloadKeyring ? encryptingDataConverter(config.payloadKeyring) : undefined,
   });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -135,7 +141,7 @@ export async function runInferenceWorker(): Promise<void> {
   }
   const watcher = metadata ? watchSpotNotices(metadata, config.spotPollMs, worker, drain) : null;
   console.log(
-    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} executionProviders=${config.executionProviders.join(',')} intraOpThreads=${config.intraOpThreads} models=${config.prewarmModels.join(',') || 'none'} spotWatcher=${watcher ? 'on' : 'off'}`,
+    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} executionProviders=${config.executionProviders.join(',')} intraOpThreads=${config.intraOpThreads} models=${config.prewarmModels.join(',') || 'none'} spotWatcher=${watcher ? 'on' : 'off'} payloadEncryption=${config.payloadKeyring ? `keyId=${config.payloadKeyring.encryptionKeyId}` : 'off'}`,
   );
   try {
     await worker.run();

@@ -4,7 +4,9 @@
  * capacity, so a spot reclaim never interrupts the bookkeeping of a batch.
  */
 import { Client, Connection } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { encryptingDataConverter } from '../activities/codec/aes-gcm-codec';
 import { createOrchestratorActivities } from '../activities/orchestrator-activities';
 import { createFleetActivities, type FleetActivities } from '../activities/fleet/fleet-activities';
 import { openRegistry } from '../activities/registry/open-registry';
@@ -23,6 +25,8 @@ export interface OrchestratorWorkerOptions {
   activities: ReturnType<typeof createOrchestratorActivities> & Partial<FleetActivities>;
   /** A prebuilt workflow bundle; without it the worker bundles `workflows/` at start (seconds). */
   workflowBundle?: WorkerOptions['workflowBundle'];
+  /** Data converter, e.g. one that encrypts payloads; the SDK's default when absent. */
+  dataConverter?: DataConverter;
 }
 
 export async function createOrchestratorWorker(options: OrchestratorWorkerOptions): Promise<Worker> {
@@ -31,6 +35,8 @@ export async function createOrchestratorWorker(options: OrchestratorWorkerOption
     namespace: options.namespace,
     taskQueue: options.taskQueue ?? ORCHESTRATOR_TASK_QUEUE,
     activities: options.activities,
+    // Payload codecs run outside the workflow sandbox, so the workflow bundle needs no change.
+    ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
   });
 }
@@ -38,6 +44,7 @@ export async function createOrchestratorWorker(options: OrchestratorWorkerOption
 export async function runOrchestratorWorker(): Promise<void> {
   disableMetadataOffEc2();
   const config = loadConfig();
+  const dataConverter = config.payloadKeyring ? encryptingDataConverter(config.payloadKeyring) : undefined;
   const connection = await NativeConnection.connect(temporalConnectionOptions(config.address));
   // A second, client-side connection lets the exportHistory activity read workflow histories.
   const clientConnection = await Connection.connect(temporalConnectionOptions(config.address));
@@ -45,15 +52,17 @@ export async function runOrchestratorWorker(): Promise<void> {
     store: createObjectStore(),
     registry: openRegistry(),
     resultsRoot: config.resultsRoot,
-    temporal: new Client({ connection: clientConnection, namespace: config.namespace }),
+    temporal: new Client({ connection: clientConnection, namespace: config.namespace, dataConverter }),
   });
   const worker = await createOrchestratorWorker({
     connection,
     namespace: config.namespace,
     taskQueue: config.orchestratorTaskQueue,
     activities: { ...activities, ...createFleetActivities() },
+    dataConverter,
   });
-  console.log(`${WORKER_READY_MARKER} orchestrator taskQueue=${config.orchestratorTaskQueue} address=${config.address}`);
+  const encryption = config.payloadKeyring ? `keyId=${config.payloadKeyring.encryptionKeyId}` : 'off';
+  console.log(`${WORKER_READY_MARKER} orchestrator taskQueue=${config.orchestratorTaskQueue} address=${config.address} payloadEncryption=${encryption}`);
   try {
     await worker.run();
   } finally {

@@ -3,7 +3,7 @@
  * query returns, and what the workflow returns. All of it is counts and references, so it stays
  * the same size however many images the batch has.
  */
-import type { Listing, ModelVersion } from '../activities/types';
+import type { Listing, ModelVersion, StageTimings } from '../activities/types';
 import type { ResolvedBatchInput } from './batch-input';
 
 /** Failed shards kept by index in the state; past this many only the count grows. */
@@ -15,14 +15,7 @@ export interface FailedShard {
 }
 
 /** Stage times summed over completed shards, in milliseconds. */
-export interface StageTotals {
-  downloadMs: number;
-  decodeMs: number;
-  inferenceMs: number;
-  postprocessMs: number;
-  uploadMs: number;
-  wallMs: number;
-}
+export type StageTotals = Omit<StageTimings, 'inferenceBusyFraction'>;
 
 export interface BatchTotals {
   /** Stage times of completed shards; absent in state carried over from older runs. */

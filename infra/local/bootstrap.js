@@ -2,7 +2,7 @@
 /**
  * Prepares a fresh clone for local runs, then optionally runs a command:
  *
- *   node infra/local/bootstrap.js [--no-moto] [-- COMMAND [ARGS...]]
+ *   node infra/local/bootstrap.js [--no-moto] [--no-chromium] [-- COMMAND [ARGS...]]
  *
  * Steps, each skipped when its result is already present:
  *   1. npm ci (npm install if ci fails) when node_modules/.package-lock.json is missing or older
@@ -12,6 +12,9 @@
  *   3. moto[server] into .venv, the local AWS mock (skipped with --no-moto).
  *   4. Sample images: the PNG and JPEG files in skimage/data/ of the scikit-image wheel, copied into
  *      <SKYNEWT_HOME or .skynewt>/samples/.
+ *   5. Chromium for the Web UI test (test/web-ui.test.ts): Debian's `chromium` package through
+ *      apt-get, only when /usr/bin/chromium is missing, the process runs as root and apt-get exists
+ *      (skipped with --no-chromium). A failed install only prints a line, and the test then skips.
  *
  * Plain Node.js with no dependencies, because it runs before `npm install`. Progress goes to
  * stderr, and so does the stdout of npm and pip, so that the stdout of COMMAND stays clean.
@@ -39,6 +42,9 @@ const SCIKIT_IMAGE_VERSION = '0.26.0';
 // Only data files are used, so one fixed wheel, which PyPI has for 0.26.0, serves every host.
 const SCIKIT_IMAGE_WHEEL_TAGS = ['--platform', 'manylinux_2_24_x86_64', '--python-version', '3.11', '--implementation', 'cp', '--abi', 'cp311'];
 const IMAGE_PATTERN = /\.(png|jpe?g)$/i;
+// The Web UI test launches this path, which Debian's `chromium` package installs.
+const CHROMIUM_PATH = '/usr/bin/chromium';
+const USAGE = 'Usage: node infra/local/bootstrap.js [--no-moto] [--no-chromium] [-- COMMAND [ARGS...]]';
 
 const EXTRACT_SAMPLES_PY = `
 import os, sys, zipfile
@@ -104,16 +110,19 @@ function parseArgs(argv) {
   const separator = argv.indexOf('--');
   const flags = separator === -1 ? argv : argv.slice(0, separator);
   const command = separator === -1 ? [] : argv.slice(separator + 1);
-  const options = { moto: true, command };
+  const options = { moto: true, chromium: true, command };
   for (const flag of flags) {
     if (flag === '--no-moto') {
       options.moto = false;
+    } else if (flag === '--no-chromium') {
+      options.chromium = false;
     } else if (flag === '--help' || flag === '-h') {
-      console.log('Usage: node infra/local/bootstrap.js [--no-moto] [-- COMMAND [ARGS...]]');
-      console.log('  --no-moto  skip installing moto[server], the local AWS mock (the demo does not use it)');
+      console.log(USAGE);
+      console.log('  --no-moto      skip installing moto[server], the local AWS mock (the demo does not use it)');
+      console.log(`  --no-chromium  skip installing Debian's chromium package (${CHROMIUM_PATH}), which only the Web UI test uses`);
       process.exit(0);
     } else {
-      console.error(`Unknown option ${flag}. Usage: node infra/local/bootstrap.js [--no-moto] [-- COMMAND [ARGS...]]`);
+      console.error(`Unknown option ${flag}. ${USAGE}`);
       process.exit(2);
     }
   }
@@ -234,6 +243,39 @@ function ensureSamples() {
   return true;
 }
 
+/**
+ * Installs Debian's chromium package when CHROMIUM_PATH is missing. Returns true when this call
+ * installed it. Every failure prints one line and returns false, because only the Web UI test
+ * needs the browser and it skips without one.
+ */
+function ensureChromium() {
+  if (isExecutable(CHROMIUM_PATH)) {
+    return false;
+  }
+  const skipped = `The Web UI test will skip. To run it, install Debian's chromium package as root (apt-get install chromium), or pass --no-chromium to hide this message.`;
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
+    log(`not installing chromium: ${CHROMIUM_PATH} is missing and apt-get needs root. ${skipped}`);
+    return false;
+  }
+  const aptGet = findOnPath('apt-get');
+  if (aptGet === null) {
+    log(`not installing chromium: ${CHROMIUM_PATH} is missing and apt-get is not on PATH. ${skipped}`);
+    return false;
+  }
+
+  log(`installing Debian's chromium package for the Web UI test (${CHROMIUM_PATH} is missing)`);
+  const aptEnv = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  if (!run(aptGet, ['update'], aptEnv)) {
+    log(`apt-get update failed, so chromium is not installed. ${skipped}`);
+    return false;
+  }
+  if (!run(aptGet, ['install', '-y', '--no-install-recommends', 'chromium'], aptEnv) || !isExecutable(CHROMIUM_PATH)) {
+    log(`apt-get install chromium failed or did not create ${CHROMIUM_PATH}. ${skipped}`);
+    return false;
+  }
+  return true;
+}
+
 /** Runs the command after `--` with inherited stdio and exits with its exit code (128 + N for signal N). */
 function execCommand(command) {
   const result = spawnSync(command[0], command.slice(1), { stdio: 'inherit' });
@@ -253,10 +295,12 @@ function main() {
   const temporal = ensureTemporalCli();
   const motoInstalled = options.moto ? ensureMoto() : false;
   const samplesFetched = ensureSamples();
+  const chromiumInstalled = options.chromium ? ensureChromium() : false;
 
-  const changed = npmInstalled || temporal.installed || motoInstalled || samplesFetched;
+  const changed = npmInstalled || temporal.installed || motoInstalled || samplesFetched || chromiumInstalled;
   const moto = options.moto ? 'moto, ' : '';
-  log(`${changed ? 'ready' : 'already ready'}: node_modules, Temporal CLI (${temporal.path}), ${moto}${countSamples()} sample images`);
+  const chromium = options.chromium && isExecutable(CHROMIUM_PATH) ? `, chromium (${CHROMIUM_PATH})` : '';
+  log(`${changed ? 'ready' : 'already ready'}: node_modules, Temporal CLI (${temporal.path}), ${moto}${countSamples()} sample images${chromium}`);
 
   if (options.command.length > 0) {
     execCommand(options.command);
