@@ -90,10 +90,50 @@ export async function prepareImage(deps: ImageDeps, job: ImageJob, timings: Stag
 /** Runs the model on a prepared image, postprocesses the output and uploads any mask. */
 export async function finishImage(deps: ImageDeps, job: ImageJob, prepared: PreparedImage, timings: StageTimings): Promise<OutputRecord> {
   if (prepared.kind === 'failed') return prepared.record;
-  const { image } = prepared;
-  const output = await deps.runner.run(job.model.sha256, image.tensor, image.dims);
+  const output = await deps.runner.run(job.model.sha256, prepared.image.tensor, prepared.image.dims);
+  timings.inferenceMs += output.inferenceMs;
+  return postprocessImage(deps, job, prepared, output, timings);
+}
+
+/**
+ * Runs the model once on every ready image of a group, stacked along the batch dimension, then
+ * postprocesses each. The model must accept a dynamic batch size; images of one model always
+ * share one input size, because preprocessing resizes them to it.
+ */
+export async function finishImages(deps: ImageDeps, jobs: ImageJob[], prepared: PreparedImage[], timings: StageTimings): Promise<OutputRecord[]> {
+  const ready = prepared.flatMap((item, position) => (item.kind === 'ready' ? [{ item, position }] : []));
+  if (ready.length <= 1) {
+    const records: OutputRecord[] = [];
+    for (let i = 0; i < jobs.length; i++) records.push(await finishImage(deps, jobs[i], prepared[i], timings));
+    return records;
+  }
+
+  const [, channels, height, width] = ready[0].item.image.dims;
+  const perImage = channels * height * width;
+  const stacked = new Float32Array(perImage * ready.length);
+  ready.forEach(({ item }, slot) => stacked.set(item.image.tensor, slot * perImage));
+  const output = await deps.runner.run(jobs[0].model.sha256, stacked, [ready.length, channels, height, width]);
   timings.inferenceMs += output.inferenceMs;
 
+  const perOutput = output.data.length / ready.length;
+  const dims = [1, ...output.dims.slice(1)];
+  const records: OutputRecord[] = prepared.map((item) => (item.kind === 'failed' ? item.record : (null as unknown as OutputRecord)));
+  for (let slot = 0; slot < ready.length; slot++) {
+    const { item, position } = ready[slot];
+    const data = output.data.subarray(slot * perOutput, (slot + 1) * perOutput);
+    records[position] = await postprocessImage(deps, jobs[position], item, { data, dims }, timings);
+  }
+  return records;
+}
+
+async function postprocessImage(
+  deps: ImageDeps,
+  job: ImageJob,
+  prepared: Extract<PreparedImage, { kind: 'ready' }>,
+  output: { data: Float32Array; dims: number[] },
+  timings: StageTimings,
+): Promise<OutputRecord> {
+  const { image } = prepared;
   let t = performance.now();
   const record: OutputRecord = {
     ...prepared.base,

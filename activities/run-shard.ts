@@ -16,7 +16,7 @@ import { FailureType } from './failures';
 import type { CostMeter, LeaseFigures } from './cost-meter';
 import type { Drain } from './drain';
 import type { ProcessTrace } from './process-trace';
-import { emptyTimings, finishImage, prepareImage, type PreparedImage } from './process-image';
+import { emptyTimings, finishImages, prepareImage, type PreparedImage } from './process-image';
 import { shardLineage } from './lineage';
 import type { Capacity, OutputRecord, ShardCheckpoint, ShardInput, ShardPart, ShardResult } from './types';
 
@@ -38,6 +38,8 @@ export interface ShardDeps {
   trace?: ProcessTrace;
   /** Images prepared ahead of inference; 1 turns prefetching off. */
   prefetchDepth?: number;
+  /** Images per model call, for models with a dynamic batch dimension; 1 by default. */
+  inferenceBatch?: number;
 }
 
 export function shardName(index: number): string {
@@ -154,8 +156,9 @@ export function createRunShard(deps: ShardDeps) {
     // thread does not wait on storage or sharp. Memory is bounded by the depth (one decoded
     // tensor each, about 5 MB at 640x640). A prefetch that fails is only thrown when awaited.
     const prefetched = new Map<number, { promise: Promise<PreparedImage>; startedMs: number }>();
-    const prefetch = (from: number) => {
-      for (let ahead = from; ahead < Math.min(from + (deps.prefetchDepth ?? DEFAULT_PREFETCH_DEPTH), input.images); ahead++) {
+    const prefetch = (from: number, atLeast: number) => {
+      const depth = Math.max(deps.prefetchDepth ?? DEFAULT_PREFETCH_DEPTH, atLeast);
+      for (let ahead = from; ahead < Math.min(from + depth, input.images); ahead++) {
         if (prefetched.has(ahead)) continue;
         const promise = prepareImage(deps, jobAt(ahead), timings);
         promise.catch(() => undefined);
@@ -179,14 +182,21 @@ export function createRunShard(deps: ShardDeps) {
           if (due && cursor + 1 < input.images) await commitPart(cursor + 1);
           continue;
         }
-        prefetch(cursor);
-        const { promise, startedMs: imageStart } = prefetched.get(cursor)!;
-        prefetched.delete(cursor);
-        const record = await finishImage(deps, job, await promise, timings);
-        prefetch(cursor + 1);
-        deps.trace?.({ batchId: input.batchId, shard: input.shardIndex, attempt, index: job.index, host: deps.capacity.host, ms: performance.now() - imageStart });
-        if (record.status === 'failed') log.warn('Image failed', { ...fields, index: record.index, input: record.input, error: record.error });
-        pending.push(record);
+        // A group of up to `inferenceBatch` images goes through one model call.
+        const group = Math.min(deps.inferenceBatch ?? 1, input.images - cursor);
+        prefetch(cursor, group);
+        const jobs = Array.from({ length: group }, (_, offset) => jobAt(cursor + offset));
+        const entries = jobs.map((_, offset) => prefetched.get(cursor + offset)!);
+        for (let offset = 0; offset < group; offset++) prefetched.delete(cursor + offset);
+        const records = await finishImages(deps, jobs, await Promise.all(entries.map((entry) => entry.promise)), timings);
+        cursor += group - 1;
+        prefetch(cursor + 1, 1);
+        for (let offset = 0; offset < group; offset++) {
+          const record = records[offset];
+          deps.trace?.({ batchId: input.batchId, shard: input.shardIndex, attempt, index: record.index, host: deps.capacity.host, ms: performance.now() - entries[offset].startedMs });
+          if (record.status === 'failed') log.warn('Image failed', { ...fields, index: record.index, input: record.input, error: record.error });
+          pending.push(record);
+        }
 
         const done = cursor + 1;
         const due = pending.length >= input.checkpointEvery || Date.now() - lastCheckpointMs >= CHECKPOINT_INTERVAL_MS;

@@ -122,6 +122,30 @@ describe('batch over local files', () => {
     expect(records[3].error).toMatch(/^unreadable: NotFound/);
   });
 
+  it('batches images into one model call', async () => {
+    const images = ['text.png', 'page.png', 'camera.png', 'coins.png', 'rocket.jpg'];
+    const folder = sampleFolder(images);
+    writeFileSync(path.join(folder, 'broken.png'), Buffer.from('not a png'));
+    const batched = await startTestStack({ inferenceBatch: 4 });
+    try {
+      const model = await registerDetector(batched.registry);
+      const one = await stack.client.startBatch({ input: folder, model: detector.name, taskQueue: stack.gpuTaskQueue });
+      const four = await batched.client.startBatch({ input: folder, model: model.name, taskQueue: batched.gpuTaskQueue });
+      const single = readJsonl((await stack.client.manifest(one.batchId)).shards[0].output);
+      const grouped = readJsonl((await batched.client.manifest(four.batchId)).shards[0].output);
+
+      expect(grouped.map((record) => record.status)).toEqual(single.map((record) => record.status));
+      expect(grouped.filter((record) => record.status === 'failed')).toHaveLength(1);
+      for (let i = 0; i < single.length; i++) {
+        expect(grouped[i].input).toBe(single[i].input);
+        expect(grouped[i].regions?.length).toBe(single[i].regions?.length);
+        expect(grouped[i].regions?.map((region) => region.box)).toEqual(single[i].regions?.map((region) => region.box));
+      }
+    } finally {
+      await batched.stop();
+    }
+  });
+
   it('classifies with top-k labels', async () => {
     const labels = path.join(tempDir('labels'), 'labels.txt');
     writeFileSync(labels, '0\n180\n');

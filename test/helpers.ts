@@ -106,6 +106,8 @@ export async function startTestStack(
     orchestrator?: boolean;
     /** Data converter for both workers and the client, e.g. one that encrypts payloads. */
     dataConverter?: DataConverter;
+    /** Images per model call in the inference worker. */
+    inferenceBatch?: number;
   } = {},
 ): Promise<TestStack> {
   const home = tempDir('home');
@@ -142,6 +144,7 @@ export async function startTestStack(
       runner,
       capacity: TEST_CAPACITY,
       shardConcurrency: 1,
+      inferenceBatch: options.inferenceBatch,
       prewarmModels: [],
       dataConverter: options.dataConverter,
     }));

@@ -31,6 +31,8 @@ export interface SkyNewtConfig {
    * SKYNEWT_EXECUTION_PROVIDER, default `cpu`; accepted cpu, cuda, tensorrt.
    */
   executionProviders: string[];
+  /** Images per model call, for models with a dynamic batch dimension. SKYNEWT_INFERENCE_BATCH, default 1. */
+  inferenceBatch: number;
   /** onnxruntime intra-op threads. SKYNEWT_INTRA_OP_THREADS, default the number of CPU cores. */
   intraOpThreads: number;
   /** Models (`name` or `name@version`) the inference worker loads before polling. SKYNEWT_MODELS, comma-separated. */
@@ -89,6 +91,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig 
     inferenceTaskQueue: env.SKYNEWT_TASK_QUEUE ?? GPU_SPOT_TASK_QUEUE,
     shardConcurrency: positiveInteger(env, 'SKYNEWT_SHARD_CONCURRENCY', 1),
     executionProviders: providers,
+    inferenceBatch: positiveInteger(env, 'SKYNEWT_INFERENCE_BATCH', 1),
     // On a CPU-only host, decoding ahead competes with inference for the same cores (measured
     // slower in bench/throughput.ts on 2 cores), so prefetching is on only with an accelerator.
     prefetchDepth: positiveInteger(env, 'SKYNEWT_PREFETCH', providers.some((name) => name !== 'cpu') ? 4 : 1),

@@ -49,6 +49,8 @@ export interface InferenceWorkerOptions {
   trace?: ProcessTrace;
   /** Images prepared ahead of inference per shard. */
   prefetchDepth?: number;
+  /** Images per model call; the models must accept a dynamic batch dimension. */
+  inferenceBatch?: number;
   /** Data converter, e.g. one that encrypts payloads and heartbeat details; the SDK's default when absent. */
   dataConverter?: DataConverter;
 }
@@ -69,6 +71,7 @@ export async function createInferenceWorker(options: InferenceWorkerOptions): Pr
     drain: options.drain ?? new Drain(),
     trace: options.trace,
     prefetchDepth: options.prefetchDepth,
+    inferenceBatch: options.inferenceBatch,
   });
   return Worker.create({
     connection: options.connection,
@@ -130,6 +133,7 @@ export async function runInferenceWorker(): Promise<void> {
     drain,
     trace: createProcessTrace(process.env.SKYNEWT_TRACE_FILE),
     prefetchDepth: config.prefetchDepth,
+    inferenceBatch: config.inferenceBatch,
     dataConverter: config.payloadKeyring ? encryptingDataConverter(config.payloadKeyring) : undefined,
   });
 
