@@ -7,8 +7,9 @@
  *   skynewt   a full batch through a private local stack: Temporal dev server, orchestrator and
  *             inference workers, listing, checkpointed shards, masks and JSONL written to disk.
  *   no-prefetch  the same batch with prefetching off, to show what the pipeline buys.
+ *   batched   the same batch with prefetching off and `--batch` images per model call.
  *
- * Usage: npm run bench -- [--images 1000] [--shard-size 200] [--threads N] [--prefetch 4]
+ * Usage: npm run bench -- [--images 1000] [--shard-size 200] [--threads N] [--prefetch 4] [--batch 4]
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -50,12 +51,14 @@ const { values: flags } = parseArgs({
     'shard-size': { type: 'string', default: '200' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
     prefetch: { type: 'string', default: '4' },
+    batch: { type: 'string', default: '4' },
   },
 });
 const IMAGES = Number(flags.images);
 const SHARD_SIZE = Number(flags['shard-size']);
 const THREADS = Number(flags.threads);
 const PREFETCH = Number(flags.prefetch);
+const BATCH = Number(flags.batch);
 
 /** Copies the sample images under distinct names until there are `count` of them. */
 function imageFolder(scratch: string, count: number): string {
@@ -85,8 +88,8 @@ async function rawLoop(folder: string, model: ModelVersion): Promise<Run> {
   return { name: 'raw loop (no Temporal, no storage)', images: files.length, seconds, imagesPerSecond: files.length / seconds, modelLoads: 1, firstResultSeconds: (firstResult - started) / 1000 };
 }
 
-async function skynewtBatch(name: string, scratch: string, folder: string, model: ModelVersion, registry: LocalRegistry, prefetchDepth: number): Promise<Run> {
-  const server = await startDevServer({ grpcPort: await findFreePort(), uiPort: await findFreePort(), headless: true, logFile: path.join(scratch, `${prefetchDepth}-temporal.log`) });
+async function skynewtBatch(name: string, scratch: string, folder: string, model: ModelVersion, registry: LocalRegistry, prefetchDepth: number, inferenceBatch = 1): Promise<Run> {
+  const server = await startDevServer({ grpcPort: await findFreePort(), uiPort: await findFreePort(), headless: true, logFile: path.join(scratch, `${prefetchDepth}-${inferenceBatch}-temporal.log`) });
   const nativeConnection = await NativeConnection.connect({ address: server.address });
   const connection = await Connection.connect({ address: server.address });
   const store = createObjectStore();
@@ -96,7 +99,7 @@ async function skynewtBatch(name: string, scratch: string, folder: string, model
     const orchestrator = await createOrchestratorWorker({
       connection: nativeConnection,
       namespace: 'default',
-      activities: createOrchestratorActivities({ store, registry, resultsRoot: toFileUri(path.join(scratch, `results-${prefetchDepth}`)) }),
+      activities: createOrchestratorActivities({ store, registry, resultsRoot: toFileUri(path.join(scratch, `results-${prefetchDepth}-${inferenceBatch}`)) }),
     });
     const inference = await createInferenceWorker({
       connection: nativeConnection,
@@ -108,6 +111,7 @@ async function skynewtBatch(name: string, scratch: string, folder: string, model
       shardConcurrency: 1,
       prewarmModels: [`${model.name}@${model.version}`],
       prefetchDepth,
+      inferenceBatch,
       trace: () => {
         if (firstResult === 0) firstResult = performance.now();
       },
@@ -145,10 +149,11 @@ async function main(): Promise<void> {
     const raw = await rawLoop(folder, model);
     const batch = await skynewtBatch(`SkyNewt batch (prefetch ${PREFETCH})`, scratch, folder, model, registry, PREFETCH);
     const serial = await skynewtBatch('SkyNewt batch (prefetch off)', scratch, folder, model, registry, 1);
+    const batched = await skynewtBatch(`SkyNewt batch (${BATCH} per call)`, scratch, folder, model, registry, 1, BATCH);
 
     console.log('');
     console.log('run                                  images  seconds  images/s  ratio to raw  model loads  first result (s)');
-    for (const run of [raw, batch, serial]) {
+    for (const run of [raw, batch, serial, batched]) {
       console.log(
         `${run.name.padEnd(37)}${String(run.images).padStart(6)}${run.seconds.toFixed(1).padStart(9)}${run.imagesPerSecond.toFixed(2).padStart(10)}${(run.imagesPerSecond / raw.imagesPerSecond).toFixed(3).padStart(14)}${String(run.modelLoads).padStart(13)}${run.firstResultSeconds.toFixed(2).padStart(17)}`,
       );

@@ -24,7 +24,7 @@ export interface SkyNewtConfig {
   inferenceTaskQueue: string;
   /** Shards one inference worker runs at once. SKYNEWT_SHARD_CONCURRENCY, default 1. */
   shardConcurrency: number;
-  /** Images downloaded and decoded ahead of inference per shard. SKYNEWT_PREFETCH, default 4 with a GPU provider, else 1. */
+  /** Images downloaded and decoded ahead of inference per shard. SKYNEWT_PREFETCH, default 4. */
   prefetchDepth: number;
   /**
    * onnxruntime execution providers in order of preference, e.g. `cuda,cpu`.
@@ -92,9 +92,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig 
     shardConcurrency: positiveInteger(env, 'SKYNEWT_SHARD_CONCURRENCY', 1),
     executionProviders: providers,
     inferenceBatch: positiveInteger(env, 'SKYNEWT_INFERENCE_BATCH', 1),
-    // On a CPU-only host, decoding ahead competes with inference for the same cores (measured
-    // slower in bench/throughput.ts on 2 cores), so prefetching is on only with an accelerator.
-    prefetchDepth: positiveInteger(env, 'SKYNEWT_PREFETCH', providers.some((name) => name !== 'cpu') ? 4 : 1),
+    // Prefetching hides storage latency (S3 GETs) on any host and decode time behind an
+    // accelerator. On 2 CPU cores its effect measured within run-to-run noise (docs/benchmarks.md).
+    prefetchDepth: positiveInteger(env, 'SKYNEWT_PREFETCH', 4),
     intraOpThreads: positiveInteger(env, 'SKYNEWT_INTRA_OP_THREADS', os.availableParallelism()),
     prewarmModels: (env.SKYNEWT_MODELS ?? '').split(',').map((model) => model.trim()).filter(Boolean),
     ec2: env.SKYNEWT_EC2 === 'true',
