@@ -1,6 +1,6 @@
 /**
  * The shard activity. It processes a contiguous range of the batch listing and checkpoints as
- * it goes: every `checkpointEvery` images, or after 10 s with any new image, the records since
+ * it goes. Every `checkpointEvery` images, or after 10 s with any new image, the records since
  * the last checkpoint are written as one part object and the cursor is heartbeated. A retried
  * attempt resumes at that cursor, and the final JSONL is assembled from the checkpointed parts
  * only, so every input appears exactly once however often the shard was interrupted.
@@ -20,7 +20,7 @@ import { emptyTimings, finishImages, prepareImage, type PreparedImage } from './
 import { shardLineage } from './lineage';
 import type { Capacity, OutputRecord, ShardCheckpoint, ShardInput, ShardPart, ShardResult } from './types';
 
-/** Longest time between checkpoints while images complete, in milliseconds. */
+/** Maximum time between checkpoints while images complete, in milliseconds. */
 export const CHECKPOINT_INTERVAL_MS = 10_000;
 /** Images downloaded and decoded ahead of the one in inference, unless the worker sets another depth. */
 export const DEFAULT_PREFETCH_DEPTH = 4;
@@ -251,7 +251,7 @@ export function createRunShard(deps: ShardDeps) {
   };
 }
 
-/** The retryable failure a draining worker ends a shard with; its details carry the checkpoint. */
+/** Creates the retryable failure a draining worker ends a shard with, carrying the checkpoint. */
 function spotInterruption(input: ShardInput, checkpoint: ShardCheckpoint, reason: string): ApplicationFailure {
   return ApplicationFailure.create({
     message: `Shard ${input.shardIndex} handed back at offset ${checkpoint.cursor} of ${input.images} because its worker is draining (${reason}).`,
@@ -262,8 +262,8 @@ function spotInterruption(input: ShardInput, checkpoint: ShardCheckpoint, reason
 
 /**
  * Turns an error inside the image loop into the attempt's failure. Records already processed
- * are committed first where possible, so the next attempt resumes at the image that failed;
- * the failure's details carry the checkpoint for the workflow to pass on.
+ * are committed first where possible, so the next attempt resumes at the image that failed.
+ * The failure's details carry the checkpoint for the workflow to pass on.
  */
 async function failAttempt(
   err: unknown,

@@ -7,7 +7,7 @@ import type { ShardLineage } from './lineage';
 
 export type ModelTask = 'segmentation' | 'classification';
 
-/** How an image becomes the model's input tensor (NCHW, float32). */
+/** Preprocessing that turns an image into the model's input tensor (NCHW, float32). */
 export interface PreprocessSpec {
   /** Model input width and height in pixels; every image is resized to exactly this size. */
   width: number;

@@ -29,7 +29,7 @@ export interface LiveProgress extends BatchProgress {
   imagesInFlight: number;
   /** Workflow execution status as the server reports it (RUNNING, COMPLETED, FAILED, ...). */
   executionStatus: string;
-  /** Why the batch failed or ended, for a batch that did not complete. */
+  /** Reason the batch failed or ended, for a batch that did not complete. */
   error?: string;
 }
 
@@ -111,14 +111,15 @@ export class SkyNewtClient {
   }
 
   /**
-   * Progress including running shards' last checkpoints, read from the pending activities. For
-   * a batch that ended without completing, the status says how it ended and `error` says why.
+   * Returns progress including running shards' last checkpoints, read from the pending
+   * activities. For a batch that ended without completing, `status` is how it ended and `error`
+   * is the reason.
    */
   async liveProgress(batchId: string): Promise<LiveProgress> {
     const handle = this.handle(batchId);
     const description = await handle.describe();
     const executionStatus = description.status.name;
-    // The query needs a worker to replay the history, so a closed batch may have no answer.
+    // The query needs a worker to replay the history, so a closed batch may return no result.
     const queried = await handle.query<BatchProgress>(PROGRESS_QUERY).catch(() => null);
     const progress: BatchProgress = queried ?? { ...EMPTY_PROGRESS, batchId, status: executionStatus === 'COMPLETED' ? 'completed' : 'starting' };
 
@@ -173,8 +174,8 @@ export class SkyNewtClient {
   async batchesUsingModel(name: string, version: string): Promise<ModelBatch[]> {
     const value = `${name}@${version}`.replace(/\\/g, '\\\\').replace(/'/g, "\\'");
     const latest = new Map<string, ModelBatch>();
-    // The raw visibility API is used because the SDK's list decodes every memo and fails on a
-    // batch whose memo another key encrypted; here such a memo's fields are only left out.
+    // The SDK's list decodes every memo and fails on a batch whose memo another key encrypted.
+    // The raw visibility API leaves such memo fields out instead.
     let nextPageToken: Uint8Array | undefined;
     do {
       const page = await this.client.workflowService.listWorkflowExecutions({
@@ -253,7 +254,7 @@ export async function readManifest(uri: string, store: ObjectStore = createObjec
   return JSON.parse((await store.get(uri)).body.toString('utf8')) as BatchManifest;
 }
 
-/** A sortable, readable batch id: `b-20261204-201500-3f9a1c`. */
+/** Creates a sortable, readable batch id such as `b-20261204-201500-3f9a1c`. */
 export function newBatchId(now: Date = new Date()): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   return `b-${stamp}-${randomBytes(3).toString('hex')}`;
