@@ -10,21 +10,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { capacityFromEnv } from '../activities/capacity';
-import { ModelRunner } from '../activities/inference/model-runner';
-import { createOrchestratorActivities } from '../activities/orchestrator-activities';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { LocalRegistry } from '../activities/registry/local-registry';
-import { createObjectStore } from '../activities/storage/stores';
-import { toFileUri } from '../activities/storage/uri';
-import { SkyNewtClient } from '../client/skynewt-client';
 import { DEMO_MODELS } from '../cli/demo';
 import { registerModel } from '../cli/model-commands';
-import { startDevServer } from '../infra/local/dev-server';
-import { findFreePort } from '../infra/local/ports';
-import { createInferenceWorker } from '../workers/inference';
-import { createOrchestratorWorker } from '../workers/orchestrator';
+import { startPrivateStack } from './private-stack';
 
 const { values: flags } = parseArgs({
   options: {
@@ -40,12 +30,16 @@ const CONCURRENCY = Number(flags.concurrency);
 async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const scratch = mkdtempSync(path.join(os.tmpdir(), 'skynewt-scale-'));
-  const server = await startDevServer({ grpcPort: await findFreePort(), uiPort: await findFreePort(), headless: true, logFile: path.join(scratch, 'temporal.log') });
-  const nativeConnection = await NativeConnection.connect({ address: server.address });
-  const connection = await Connection.connect({ address: server.address });
-  const runner = await ModelRunner.start({ intraOpThreads: 1 });
+  const registry = new LocalRegistry(path.join(scratch, 'registry'));
+  const stack = await startPrivateStack({
+    scratch,
+    name: 'scale',
+    registry,
+    intraOpThreads: 1,
+    inference: { shardConcurrency: CONCURRENCY, prewarmModels: [] },
+  });
+  const { client } = stack;
   try {
-    const registry = new LocalRegistry(path.join(scratch, 'registry'));
     const { detection } = DEMO_MODELS;
     const { model } = await registerModel(registry, detection.name, detection.file, { ...detection.options, version: detection.version });
     const manifest = path.join(scratch, 'images.txt');
@@ -53,25 +47,6 @@ async function main(): Promise<void> {
     for (let i = 0; i < IMAGES; i++) lines.push(`file:///data/images/img-${String(i).padStart(7, '0')}.png`);
     writeFileSync(manifest, lines.join('\n') + '\n');
     lines.length = 0;
-
-    const store = createObjectStore();
-    const orchestrator = await createOrchestratorWorker({
-      connection: nativeConnection,
-      namespace: 'default',
-      activities: createOrchestratorActivities({ store, registry, resultsRoot: toFileUri(path.join(scratch, 'results')) }),
-    });
-    const inference = await createInferenceWorker({
-      connection: nativeConnection,
-      namespace: 'default',
-      store,
-      registry,
-      runner,
-      capacity: capacityFromEnv({}),
-      shardConcurrency: CONCURRENCY,
-      prewarmModels: [],
-    });
-    const running = [orchestrator.run(), inference.run()];
-    const client = new SkyNewtClient({ client: new Client({ connection }), store });
 
     console.log(`Scale benchmark: dry run over ${IMAGES} image references, shard size ${SHARD_SIZE}, ${CONCURRENCY} shards in flight, ${os.availableParallelism()} cores, Node.js ${process.version}`);
     const started = performance.now();
@@ -126,15 +101,8 @@ async function main(): Promise<void> {
     console.log(`largest history        ${largestHistory} events`);
     console.log(`peak worker RSS        ${(peakRss / 2 ** 20).toFixed(0)} MiB (orchestrator and inference workers in one process)`);
     if (collect) console.log(`peak live heap         ${(peakHeap / 2 ** 20).toFixed(0)} MiB (after a full collection)`);
-
-    orchestrator.shutdown();
-    inference.shutdown();
-    await Promise.all(running);
   } finally {
-    await runner.close();
-    await connection.close();
-    await nativeConnection.close();
-    await server.stop();
+    await stack.stop();
     rmSync(scratch, { recursive: true, force: true });
   }
 }

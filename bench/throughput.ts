@@ -15,26 +15,16 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import * as ort from 'onnxruntime-node';
 import { decodeImage } from '../activities/inference/preprocess';
 import { findRegions } from '../activities/inference/segmentation';
-import { ModelRunner } from '../activities/inference/model-runner';
-import { createOrchestratorActivities } from '../activities/orchestrator-activities';
 import { LocalRegistry } from '../activities/registry/local-registry';
-import { createObjectStore } from '../activities/storage/stores';
-import { toFileUri } from '../activities/storage/uri';
-import { capacityFromEnv } from '../activities/capacity';
 import type { ModelVersion } from '../activities/types';
-import { SkyNewtClient } from '../client/skynewt-client';
 import { DEMO_MODELS } from '../cli/demo';
 import { registerModel } from '../cli/model-commands';
-import { startDevServer } from '../infra/local/dev-server';
-import { findFreePort } from '../infra/local/ports';
-import { createInferenceWorker } from '../workers/inference';
-import { createOrchestratorWorker } from '../workers/orchestrator';
 import { loadConfig } from '../workers/config';
+import { startPrivateStack } from './private-stack';
 
 interface Run {
   name: string;
@@ -89,25 +79,13 @@ async function rawLoop(folder: string, model: ModelVersion): Promise<Run> {
 }
 
 async function skynewtBatch(name: string, scratch: string, folder: string, model: ModelVersion, registry: LocalRegistry, prefetchDepth: number, inferenceBatch = 1): Promise<Run> {
-  const server = await startDevServer({ grpcPort: await findFreePort(), uiPort: await findFreePort(), headless: true, logFile: path.join(scratch, `${prefetchDepth}-${inferenceBatch}-temporal.log`) });
-  const nativeConnection = await NativeConnection.connect({ address: server.address });
-  const connection = await Connection.connect({ address: server.address });
-  const store = createObjectStore();
-  const runner = await ModelRunner.start({ intraOpThreads: THREADS });
   let firstResult = 0;
-  try {
-    const orchestrator = await createOrchestratorWorker({
-      connection: nativeConnection,
-      namespace: 'default',
-      activities: createOrchestratorActivities({ store, registry, resultsRoot: toFileUri(path.join(scratch, `results-${prefetchDepth}-${inferenceBatch}`)) }),
-    });
-    const inference = await createInferenceWorker({
-      connection: nativeConnection,
-      namespace: 'default',
-      store,
-      registry,
-      runner,
-      capacity: capacityFromEnv({}),
+  const stack = await startPrivateStack({
+    scratch,
+    name: `prefetch-${prefetchDepth}-batch-${inferenceBatch}`,
+    registry,
+    intraOpThreads: THREADS,
+    inference: {
       shardConcurrency: 1,
       prewarmModels: [`${model.name}@${model.version}`],
       prefetchDepth,
@@ -115,24 +93,16 @@ async function skynewtBatch(name: string, scratch: string, folder: string, model
       trace: () => {
         if (firstResult === 0) firstResult = performance.now();
       },
-    });
-    const running = [orchestrator.run(), inference.run()];
-    const client = new SkyNewtClient({ client: new Client({ connection }), store });
-
+    },
+  });
+  try {
     const started = performance.now();
-    const { batchId } = await client.startBatch({ input: folder, model: `${model.name}@${model.version}`, shardSize: SHARD_SIZE });
-    const summary = await client.result(batchId);
+    const { batchId } = await stack.client.startBatch({ input: folder, model: `${model.name}@${model.version}`, shardSize: SHARD_SIZE });
+    const summary = await stack.client.result(batchId);
     const seconds = (performance.now() - started) / 1000;
-
-    orchestrator.shutdown();
-    inference.shutdown();
-    await Promise.all(running);
-    return { name, images: summary.images, seconds, imagesPerSecond: summary.images / seconds, modelLoads: runner.modelLoads, firstResultSeconds: (firstResult - started) / 1000 };
+    return { name, images: summary.images, seconds, imagesPerSecond: summary.images / seconds, modelLoads: stack.runner.modelLoads, firstResultSeconds: (firstResult - started) / 1000 };
   } finally {
-    await runner.close();
-    await connection.close();
-    await nativeConnection.close();
-    await server.stop();
+    await stack.stop();
   }
 }
 
