@@ -1,6 +1,6 @@
 /**
  * An optional per-image trace: one JSON line per image an attempt processed, appended to a local
- * file. The chaos drill reads it to count images processed more than once; it is off unless
+ * file. The chaos drill reads it to count images processed more than once. It is off unless
  * SKYNEWT_TRACE_FILE is set, because it costs a synchronous write per image.
  */
 import { appendFileSync } from 'node:fs';

@@ -175,27 +175,25 @@ export function createRunShard(deps: ShardDeps) {
           if (pending.length > 0) await commitPart(cursor);
           throw spotInterruption(input, checkpoint, deps.drain.reason ?? 'drain');
         }
-        const job = jobAt(cursor);
         if (input.dryRun) {
+          const job = jobAt(cursor);
           pending.push({ index: job.index, input: job.uri, inputEtag: null, status: 'skipped', modelSha256: input.model.sha256 });
-          const due = pending.length >= input.checkpointEvery || Date.now() - lastCheckpointMs >= CHECKPOINT_INTERVAL_MS;
-          if (due && cursor + 1 < input.images) await commitPart(cursor + 1);
-          continue;
-        }
-        // A group of up to `inferenceBatch` images goes through one model call.
-        const group = Math.min(deps.inferenceBatch ?? 1, input.images - cursor);
-        prefetch(cursor, group);
-        const jobs = Array.from({ length: group }, (_, offset) => jobAt(cursor + offset));
-        const entries = jobs.map((_, offset) => prefetched.get(cursor + offset)!);
-        for (let offset = 0; offset < group; offset++) prefetched.delete(cursor + offset);
-        const records = await finishImages(deps, jobs, await Promise.all(entries.map((entry) => entry.promise)), timings);
-        cursor += group - 1;
-        prefetch(cursor + 1, 1);
-        for (let offset = 0; offset < group; offset++) {
-          const record = records[offset];
-          deps.trace?.({ batchId: input.batchId, shard: input.shardIndex, attempt, index: record.index, host: deps.capacity.host, ms: performance.now() - entries[offset].startedMs });
-          if (record.status === 'failed') log.warn('Image failed', { ...fields, index: record.index, input: record.input, error: record.error });
-          pending.push(record);
+        } else {
+          // A group of up to `inferenceBatch` images goes through one model call.
+          const group = Math.min(deps.inferenceBatch ?? 1, input.images - cursor);
+          prefetch(cursor, group);
+          const jobs = Array.from({ length: group }, (_, offset) => jobAt(cursor + offset));
+          const entries = jobs.map((_, offset) => prefetched.get(cursor + offset)!);
+          for (let offset = 0; offset < group; offset++) prefetched.delete(cursor + offset);
+          const records = await finishImages(deps, jobs, await Promise.all(entries.map((entry) => entry.promise)), timings);
+          cursor += group - 1;
+          prefetch(cursor + 1, 1);
+          for (let offset = 0; offset < group; offset++) {
+            const record = records[offset];
+            deps.trace?.({ batchId: input.batchId, shard: input.shardIndex, attempt, index: record.index, host: deps.capacity.host, ms: performance.now() - entries[offset].startedMs });
+            if (record.status === 'failed') log.warn('Image failed', { ...fields, index: record.index, input: record.input, error: record.error });
+            pending.push(record);
+          }
         }
 
         const done = cursor + 1;

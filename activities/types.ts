@@ -25,7 +25,7 @@ export interface ModelVersion {
   /** Lowercase hex sha256 of the ONNX file's bytes. */
   sha256: string;
   sizeBytes: number;
-  /** Where the ONNX bytes live: `file:///abs/model.onnx` or `s3://bucket/key`. */
+  /** Location of the ONNX bytes: `file:///abs/model.onnx` or `s3://bucket/key`. */
   artifactUri: string;
   preprocess: PreprocessSpec;
   /** Class labels for classification, in output order; empty for segmentation. */
@@ -97,7 +97,7 @@ export interface ShardCheckpoint {
   capacity: Capacity;
 }
 
-/** How one attempt at a shard ended. */
+/** Ending of one attempt at a shard. */
 export type AttemptOutcome = 'completed' | 'interrupted' | 'host-lost' | 'failed';
 
 /** One attempt at a shard, as the workflow records it and the manifest lists it. */

@@ -67,7 +67,7 @@ export interface BatchManifest {
   imagesOk: number;
   imagesFailed: number;
   costUsd: number;
-  /** Where the completed shards spent their time, and the stage that limited throughput. */
+  /** Time the completed shards spent per stage, and the stage that limited throughput. */
   utilisation: Utilisation | null;
   shards: ManifestShard[];
   /** sha256 over the shards' `index:sha256` lines; see activities/audit/root-hash.ts. Absent in manifests written before root hashes. */

@@ -60,8 +60,8 @@ async function main(): Promise<void> {
     });
 
     // Resident memory of this process (both workers), sampled each second with the shards done.
-    // With --expose-gc, the live JavaScript heap after a full collection is sampled too, which
-    // tells retained memory apart from garbage V8 has not collected yet.
+    // With --expose-gc, the live JavaScript heap after a full collection is sampled too. It
+    // separates retained memory from garbage V8 has not collected yet.
     let peakRss = 0;
     let peakHeap = 0;
     const samples: string[] = [];

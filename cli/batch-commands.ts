@@ -82,7 +82,7 @@ export function workflowUrl(batchId: string): string {
   return `${config.uiUrl}/namespaces/${config.namespace}/workflows/${encodeURIComponent(batchId)}`;
 }
 
-/** One line on where completed shards spent their time, e.g. for `skynewt status`. */
+/** Describes in one line where completed shards spent their time, e.g. for `skynewt status`. */
 export function describeUtilisation(value: Utilisation): string {
   const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
   const { stages } = value;

@@ -1,5 +1,5 @@
 /**
- * An HTTP proxy on 127.0.0.1 in front of moto that injects storage faults: 5xx answers, reset
+ * An HTTP proxy on 127.0.0.1 in front of moto that injects storage faults: 5xx responses, reset
  * connections and stalls. Every fault is decided by a plan function of the request number, so a
  * test's faults are repeatable and bounded.
  */

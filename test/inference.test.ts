@@ -3,7 +3,7 @@
  * ONNX models and scikit-image's sample images.
  *
  * Sample images (text.png and page.png at least) come from SKYNEWT_SAMPLE_IMAGES, else from
- * .skynewt/samples when it holds text.png. Otherwise the tests extract skimage/data from the
+ * .skynewt/samples when it contains text.png. Otherwise the tests extract skimage/data from the
  * scikit-image 0.26.0 wheel in /tmp/skw, downloading the wheel with pip first when it is
  * missing (needs network access to PyPI).
  */

@@ -113,7 +113,7 @@ describe('payload encryption', () => {
     const manifest = await stack.client.readManifest(summary.manifest);
     expect(manifest.images).toBe(3);
 
-    // (b) The raw history, read without the codec, holds no plaintext input path or image URI.
+    // (b) The raw history, read without the codec, contains no plaintext input path or image URI.
     const plain = new Client({ connection: plainConnection });
     const history = await plain.workflow.getHandle(batchId).fetchHistory();
     const historyJson = JSON.stringify(history);

@@ -8,7 +8,7 @@
 const TOKEN_TTL_SECONDS = 21_600;
 /** A token is renewed this long before it expires, in milliseconds. */
 const TOKEN_RENEW_MARGIN_MS = 60_000;
-/** Timeout of one metadata request, in milliseconds; the service answers in microseconds on EC2. */
+/** Timeout of one metadata request, in milliseconds. On EC2 the service responds in microseconds. */
 const REQUEST_TIMEOUT_MS = 2_000;
 
 export class InstanceMetadataClient {

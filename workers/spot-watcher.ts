@@ -1,7 +1,7 @@
 /**
  * Watches for EC2 spot interruption notices. A termination notice (`spot/instance-action`)
  * arrives two minutes before the instance is stopped or terminated; a rebalance recommendation
- * (`events/recommendations/rebalance`) says the instance is at elevated risk of one.
+ * (`events/recommendations/rebalance`) means the instance is at elevated risk of one.
  */
 import type { InstanceMetadataClient } from './instance-metadata';
 

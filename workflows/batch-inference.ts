@@ -50,7 +50,8 @@ export async function batchInference(raw: unknown, resumed?: BatchState): Promis
   let status: BatchStatus = resumed ? 'running' : 'starting';
   let state: BatchState | undefined = resumed;
   const running = new Set<number>();
-  // The progress query still answers after the workflow closes, so it must say how it ended.
+  // The progress query still returns a result after the workflow closes, so the status must
+  // record how the batch ended.
   const setStatus = (next: BatchStatus) => {
     status = next;
   };

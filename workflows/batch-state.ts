@@ -1,7 +1,7 @@
 /**
- * What a batch carries between workflow runs (through continue-as-new), what the `progress`
- * query returns, and what the workflow returns. All of it is counts and references, so it stays
- * the same size however many images the batch has.
+ * Types of the state a batch carries between workflow runs (through continue-as-new), of the
+ * `progress` query result and of the workflow result. All of it is counts and references, so it
+ * stays the same size however many images the batch has.
  */
 import type { Listing, ModelVersion, StageTimings } from '../activities/types';
 import type { ResolvedBatchInput } from './batch-input';
@@ -59,7 +59,7 @@ export interface BatchProgress {
   costUsd: number;
   output: string | null;
   run: number;
-  /** Where completed shards spent their time, and the stage that limits throughput. */
+  /** Time completed shards spent per stage, and the stage that limits throughput. */
   utilisation: Utilisation | null;
 }
 

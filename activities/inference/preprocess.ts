@@ -65,7 +65,7 @@ export async function decodeImage(bytes: Buffer, spec: PreprocessSpec, maxPixels
 async function readMetadata(bytes: Buffer): Promise<Metadata> {
   try {
     // Reading the header decodes no pixels, so sharp's own pixel limit (268 M by default) is
-    // lifted here; the caller compares the size with maxPixels itself.
+    // lifted here. The caller compares the size with maxPixels itself.
     return await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (err) {
     throw new ImageDecodeError('undecodable', `image could not be decoded: ${errorMessage(err)}`);

@@ -33,7 +33,7 @@ export function createS3Client(): S3Client {
     Boolean(env.AWS_ENDPOINT_URL) ||
     /^(true|1)$/i.test(env.SKYNEWT_S3_FORCE_PATH_STYLE ?? '');
   // Without a socket timeout a stalled S3 connection would hang a shard until its activity
-  // timeout; with one, the SDK's own retries (3 attempts) take over.
+  // timeout. With one, the SDK's own retries (3 attempts) take over.
   const requestTimeout = Number(env.SKYNEWT_S3_REQUEST_TIMEOUT_MS || 60_000);
   return new S3Client({
     forcePathStyle,

@@ -98,9 +98,9 @@ export class SkyNewtStack extends Stack {
   }
 
   /**
-   * The zones from context, else Fn::GetAZs resolved at deploy time. Stack's own getter looks up
-   * the account's zones when the stack has an explicit account and region, which would make
-   * synth need AWS credentials and the network.
+   * Returns the zones from context, else Fn::GetAZs resolved at deploy time. Stack's own getter
+   * looks up the account's zones when the stack has an explicit account and region, which would
+   * make synth need AWS credentials and the network.
    */
   override get availabilityZones(): string[] {
     return this.zones;

@@ -37,7 +37,7 @@ export interface DrillReport {
   processedMoreThanOnce: number;
   /** Images processed again because an attempt was drained after a notice. */
   redoneAfterNotice: number;
-  /** The most images processed again after one SIGKILL. */
+  /** Maximum number of images processed again after one SIGKILL. */
   redoneAfterKillMax: number;
   /** From a notice until the noticed worker process had exited. */
   noticeToExit: Spread;
@@ -73,7 +73,7 @@ function round(value: number): number {
   return Math.round(value * 100) / 100;
 }
 
-/** The shard offsets an attempt's results were kept for. */
+/** Returns the range of shard offsets whose results from this attempt were kept. */
 function keptRange(attempt: ShardAttempt, shardImages: number): [number, number] {
   return [attempt.startCursor, attempt.outcome === 'completed' ? shardImages : attempt.endCursor];
 }
