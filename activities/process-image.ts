@@ -87,25 +87,26 @@ export async function prepareImage(deps: ImageDeps, job: ImageJob, timings: Stag
   }
 }
 
-/** Runs the model on a prepared image, postprocesses the output and uploads any mask. */
-export async function finishImage(deps: ImageDeps, job: ImageJob, prepared: PreparedImage, timings: StageTimings): Promise<OutputRecord> {
-  if (prepared.kind === 'failed') return prepared.record;
-  const output = await deps.runner.run(job.model.sha256, prepared.image.tensor, prepared.image.dims);
-  timings.inferenceMs += output.inferenceMs;
-  return postprocessImage(deps, job, prepared, output, timings);
-}
+type ReadyImage = Extract<PreparedImage, { kind: 'ready' }>;
+
+/** An image after inference: the model's output for it, or the failed record it already was. */
+export type InferredImage = { kind: 'failed'; record: OutputRecord } | { kind: 'inferred'; prepared: ReadyImage; output: { data: Float32Array; dims: number[] } };
 
 /**
- * Runs the model once on every ready image of a group, stacked along the batch dimension, then
- * postprocesses each. The model must accept a dynamic batch size; images of one model always
- * share one input size, because preprocessing resizes them to it.
+ * Runs the model once on every ready image of a group. Two or more are stacked along the batch
+ * dimension, so the model must accept a dynamic batch size. Images of one model always share
+ * one input size, because preprocessing resizes them to it.
  */
-export async function finishImages(deps: ImageDeps, jobs: ImageJob[], prepared: PreparedImage[], timings: StageTimings): Promise<OutputRecord[]> {
+export async function inferImages(deps: ImageDeps, jobs: ImageJob[], prepared: PreparedImage[], timings: StageTimings): Promise<InferredImage[]> {
   const ready = prepared.flatMap((item, position) => (item.kind === 'ready' ? [{ item, position }] : []));
-  if (ready.length <= 1) {
-    const records: OutputRecord[] = [];
-    for (let i = 0; i < jobs.length; i++) records.push(await finishImage(deps, jobs[i], prepared[i], timings));
-    return records;
+  const inferred: InferredImage[] = prepared.map((item) => (item.kind === 'failed' ? item : (null as unknown as InferredImage)));
+  if (ready.length === 0) return inferred;
+  if (ready.length === 1) {
+    const { item, position } = ready[0];
+    const output = await deps.runner.run(jobs[position].model.sha256, item.image.tensor, item.image.dims);
+    timings.inferenceMs += output.inferenceMs;
+    inferred[position] = { kind: 'inferred', prepared: item, output };
+    return inferred;
   }
 
   const [, channels, height, width] = ready[0].item.image.dims;
@@ -117,11 +118,18 @@ export async function finishImages(deps: ImageDeps, jobs: ImageJob[], prepared: 
 
   const perOutput = output.data.length / ready.length;
   const dims = [1, ...output.dims.slice(1)];
-  const records: OutputRecord[] = prepared.map((item) => (item.kind === 'failed' ? item.record : (null as unknown as OutputRecord)));
-  for (let slot = 0; slot < ready.length; slot++) {
-    const { item, position } = ready[slot];
-    const data = output.data.subarray(slot * perOutput, (slot + 1) * perOutput);
-    records[position] = await postprocessImage(deps, jobs[position], item, { data, dims }, timings);
+  ready.forEach(({ item, position }, slot) => {
+    inferred[position] = { kind: 'inferred', prepared: item, output: { data: output.data.subarray(slot * perOutput, (slot + 1) * perOutput), dims } };
+  });
+  return inferred;
+}
+
+/** Postprocesses a group's model outputs and uploads their masks, one image after another. */
+export async function postprocessImages(deps: ImageDeps, jobs: ImageJob[], inferred: InferredImage[], timings: StageTimings): Promise<OutputRecord[]> {
+  const records: OutputRecord[] = [];
+  for (let i = 0; i < inferred.length; i++) {
+    const item = inferred[i];
+    records.push(item.kind === 'failed' ? item.record : await postprocessImage(deps, jobs[i], item.prepared, item.output, timings));
   }
   return records;
 }
@@ -129,7 +137,7 @@ export async function finishImages(deps: ImageDeps, jobs: ImageJob[], prepared: 
 async function postprocessImage(
   deps: ImageDeps,
   job: ImageJob,
-  prepared: Extract<PreparedImage, { kind: 'ready' }>,
+  prepared: ReadyImage,
   output: { data: Float32Array; dims: number[] },
   timings: StageTimings,
 ): Promise<OutputRecord> {
@@ -168,5 +176,6 @@ async function postprocessImage(
 
 /** Processes one image from download to record, without overlapping anything. */
 export async function processImage(deps: ImageDeps, job: ImageJob, timings: StageTimings): Promise<OutputRecord> {
-  return finishImage(deps, job, await prepareImage(deps, job, timings), timings);
+  const inferred = await inferImages(deps, [job], [await prepareImage(deps, job, timings)], timings);
+  return (await postprocessImages(deps, [job], inferred, timings))[0];
 }

@@ -16,7 +16,7 @@ import { FailureType } from './failures';
 import type { CostMeter, LeaseFigures } from './cost-meter';
 import type { Drain } from './drain';
 import type { ProcessTrace } from './process-trace';
-import { emptyTimings, finishImages, prepareImage, type PreparedImage } from './process-image';
+import { emptyTimings, inferImages, postprocessImages, prepareImage, type PreparedImage } from './process-image';
 import { shardLineage } from './lineage';
 import type { Capacity, OutputRecord, ShardCheckpoint, ShardInput, ShardPart, ShardResult } from './types';
 
@@ -165,43 +165,82 @@ export function createRunShard(deps: ShardDeps) {
         prefetched.set(ahead, { promise, startedMs: performance.now() });
       }
     };
+    // Model outputs are postprocessed and their masks uploaded while the model runs the next
+    // groups, at most `prefetchDepth - 1` groups behind it (one output map each, about 1.6 MB at
+    // 640x640). Records join `pending` in listing order, so a checkpoint never skips an image.
+    const finishDepth = Math.max(1, deps.prefetchDepth ?? DEFAULT_PREFETCH_DEPTH);
+    const finishing: Array<{ entries: Array<{ startedMs: number }>; records: Promise<OutputRecord[]> }> = [];
+    const accept = (records: OutputRecord[], entries: Array<{ startedMs: number }>) => {
+      records.forEach((record, offset) => {
+        deps.trace?.({ batchId: input.batchId, shard: input.shardIndex, attempt, index: record.index, host: deps.capacity.host, ms: performance.now() - entries[offset].startedMs });
+        if (record.status === 'failed') log.warn('Image failed', { ...fields, index: record.index, input: record.input, error: record.error });
+        pending.push(record);
+      });
+    };
+    const checkpointIfDue = async () => {
+      const done = partStart + pending.length;
+      const due = pending.length >= input.checkpointEvery || Date.now() - lastCheckpointMs >= CHECKPOINT_INTERVAL_MS;
+      if (pending.length > 0 && due && done < input.images) await commitPart(done);
+    };
+    // Set when a group's postprocessing failed: later groups then follow a gap and are dropped.
+    let gap = false;
+    const settleOldest = async () => {
+      const { entries, records } = finishing.shift()!;
+      let settled: OutputRecord[];
+      try {
+        settled = await records;
+      } catch (err) {
+        gap = true;
+        throw err;
+      }
+      accept(settled, entries);
+      await checkpointIfDue();
+    };
     const busyStart = performance.now();
     let stopped: LeaseFigures;
 
     try {
-      for (let cursor = checkpoint.cursor; cursor < input.images; cursor++) {
+      for (let cursor = checkpoint.cursor; cursor < input.images; ) {
         if (context.cancellationSignal.aborted) throw new CancelledFailure('Shard cancelled');
         if (deps.drain.signal.aborted) {
-          if (pending.length > 0) await commitPart(cursor);
+          while (finishing.length > 0) await settleOldest();
+          if (pending.length > 0) await commitPart(partStart + pending.length);
           throw spotInterruption(input, checkpoint, deps.drain.reason ?? 'drain');
         }
         if (input.dryRun) {
           const job = jobAt(cursor);
           pending.push({ index: job.index, input: job.uri, inputEtag: null, status: 'skipped', modelSha256: input.model.sha256 });
-        } else {
-          // A group of up to `inferenceBatch` images goes through one model call.
-          const group = Math.min(deps.inferenceBatch ?? 1, input.images - cursor);
-          prefetch(cursor, group);
-          const jobs = Array.from({ length: group }, (_, offset) => jobAt(cursor + offset));
-          const entries = jobs.map((_, offset) => prefetched.get(cursor + offset)!);
-          for (let offset = 0; offset < group; offset++) prefetched.delete(cursor + offset);
-          const records = await finishImages(deps, jobs, await Promise.all(entries.map((entry) => entry.promise)), timings);
-          cursor += group - 1;
-          prefetch(cursor + 1, 1);
-          for (let offset = 0; offset < group; offset++) {
-            const record = records[offset];
-            deps.trace?.({ batchId: input.batchId, shard: input.shardIndex, attempt, index: record.index, host: deps.capacity.host, ms: performance.now() - entries[offset].startedMs });
-            if (record.status === 'failed') log.warn('Image failed', { ...fields, index: record.index, input: record.input, error: record.error });
-            pending.push(record);
-          }
+          cursor += 1;
+          await checkpointIfDue();
+          continue;
         }
-
-        const done = cursor + 1;
-        const due = pending.length >= input.checkpointEvery || Date.now() - lastCheckpointMs >= CHECKPOINT_INTERVAL_MS;
-        if (due && done < input.images) await commitPart(done);
+        // A group of up to `inferenceBatch` images goes through one model call.
+        const group = Math.min(deps.inferenceBatch ?? 1, input.images - cursor);
+        prefetch(cursor, group);
+        const jobs = Array.from({ length: group }, (_, offset) => jobAt(cursor + offset));
+        const entries = jobs.map((_, offset) => prefetched.get(cursor + offset)!);
+        for (let offset = 0; offset < group; offset++) prefetched.delete(cursor + offset);
+        const inferred = await inferImages(deps, jobs, await Promise.all(entries.map((entry) => entry.promise)), timings);
+        const records = postprocessImages(deps, jobs, inferred, timings);
+        // A failed upload is thrown when its group is settled, in order, so it is never unhandled.
+        records.catch(() => undefined);
+        finishing.push({ entries, records });
+        cursor += group;
+        while (finishing.length >= finishDepth) await settleOldest();
+        prefetch(cursor, 1);
       }
+      while (finishing.length > 0) await settleOldest();
       if (pending.length > 0) await commitPart(input.images);
     } catch (err) {
+      // Groups already finished behind the failure are kept, in order, up to the first that
+      // failed; none may still write after the attempt has ended.
+      while (!gap && finishing.length > 0) {
+        const { entries, records } = finishing.shift()!;
+        const settled = await records.then((value) => value, () => null);
+        if (settled === null) break;
+        accept(settled, entries);
+      }
+      await Promise.allSettled(finishing.map(({ records }) => records));
       throw await failAttempt(err, input, () => checkpoint, pending.length > 0 ? () => commitPart(partStart + pending.length) : null);
     } finally {
       clearInterval(beat);

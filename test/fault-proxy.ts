@@ -1,7 +1,8 @@
 /**
  * An HTTP proxy on 127.0.0.1 in front of moto that injects storage faults: 5xx responses, reset
  * connections and stalls. Every fault is decided by a plan function of the request number, so a
- * test's faults are repeatable and bounded.
+ * test's faults are repeatable and bounded. The plan also sees the method and path, to fail
+ * one chosen write.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,7 +16,7 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
-export async function startFaultProxy(target: string, plan: (requestNumber: number, method: string) => Fault): Promise<FaultProxy> {
+export async function startFaultProxy(target: string, plan: (requestNumber: number, method: string, path: string) => Fault): Promise<FaultProxy> {
   const upstream = new URL(target);
   const injected: FaultProxy['injected'] = { pass: 0, status: 0, reset: 0, stall: 0 };
   const stalls = new Set<NodeJS.Timeout>();
@@ -35,7 +36,7 @@ export async function startFaultProxy(target: string, plan: (requestNumber: numb
 
   const server = http.createServer((request, response) => {
     count += 1;
-    const fault = plan(count, request.method ?? 'GET');
+    const fault = plan(count, request.method ?? 'GET', request.url ?? '/');
     injected[fault.kind] += 1;
     if (fault.kind === 'status') {
       request.resume();

@@ -75,6 +75,47 @@ describe('fault tolerance', () => {
     expectEveryInputOnce(records, images.length);
   });
 
+  it('keeps finished images and drops later ones when a mask upload fails mid-pipeline', async () => {
+    const images = ['text.png', 'page.png', 'coins.png', 'camera.png', 'moon.png', 'horse.png', 'chelsea.png', 'coffee.png', 'astronaut.png', 'clock_motion.png'];
+    await uploadFolder(motoS3(), sampleFolder(images), 'pipeline-in', 'images');
+    await motoS3().send(new CreateBucketCommand({ Bucket: 'pipeline-out' }));
+    // The first upload of image 4's mask fails while later images are in inference or upload.
+    let failedOnce = false;
+    proxy = await startFaultProxy(inject('motoEndpoint'), (_n, method, requestPath) => {
+      if (method === 'PUT' && requestPath.includes('/masks/000000004.png') && !failedOnce) {
+        failedOnce = true;
+        return { kind: 'status', status: 503 };
+      }
+      return { kind: 'pass' };
+    });
+    const s3 = new S3Client({ endpoint: proxy.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'test', secretAccessKey: 'test' }, forcePathStyle: true, maxAttempts: 1 });
+    stack = await startTestStack({ s3 });
+    const detector = await registerDetector(stack.registry);
+
+    const { batchId } = await stack.client.startBatch({
+      input: 's3://pipeline-in/images',
+      output: 's3://pipeline-out/results',
+      model: detector.name,
+      shardSize: images.length,
+      checkpointEvery: 10,
+      taskQueue: stack.gpuTaskQueue,
+    });
+    const summary = await stack.client.result(batchId);
+    expect(summary.status).toBe('completed');
+    expect(failedOnce).toBe(true);
+
+    const [shard] = (await stack.client.manifest(batchId)).shards;
+    // Images 0-3 were checkpointed by the failed attempt; the next one resumed at image 4.
+    expect(shard.attempts.map((attempt) => [attempt.outcome, attempt.startCursor, attempt.endCursor])).toEqual([
+      ['failed', 0, 4],
+      ['completed', 4, images.length],
+    ]);
+    const object = await motoS3().send(new GetObjectCommand({ Bucket: 'pipeline-out', Key: shard.output.replace('s3://pipeline-out/', '') }));
+    const records = (await object.Body!.transformToString()).trim().split('\n').map((line) => JSON.parse(line) as OutputRecord);
+    expect(records.map((record) => record.index)).toEqual(Array.from({ length: images.length }, (_, i) => i));
+    expectEveryInputOnce(records, images.length);
+  });
+
   it('survives an orchestrator killed mid-batch', async () => {
     stack = await startTestStack({ orchestrator: false });
     const detector = await registerDetector(stack.registry);

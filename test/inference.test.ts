@@ -356,6 +356,31 @@ describe('ModelRunner', () => {
     expect(metadata.depth).toBe('uchar');
   });
 
+  it.each([
+    [7, 5],
+    [640, 640],
+    [1000, 873],
+    [300, 451],
+    [3, 2],
+  ])('scales a mask to %ix%i by nearest pixel centre', async (width, height) => {
+    const [mapWidth, mapHeight] = [40, 30];
+    const map = new Float32Array(mapWidth * mapHeight).map((_, i) => ((i * 7919) % 97) / 97);
+    const png = await maskPng(map, mapWidth, mapHeight, 0.5, width, height);
+
+    const decoded = PNG.sync.read(png, { checkCRC: true } as never);
+    expect([decoded.width, decoded.height]).toEqual([width, height]);
+    const expected = Buffer.alloc(width * height);
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const source = Math.floor(((y + 0.5) * mapHeight) / height) * mapWidth + Math.floor(((x + 0.5) * mapWidth) / width);
+        expected[y * width + x] = map[source] > 0.5 ? 255 : 0;
+      }
+    }
+    // pngjs expands to RGBA; sharp reads the file independently, as one grey channel.
+    expect(Buffer.from(decoded.data.filter((_, i) => i % 4 === 0)).equals(expected)).toBe(true);
+    expect((await sharp(png).extractChannel(0).raw().toBuffer()).equals(expected)).toBe(true);
+  });
+
   it('classifies text direction', async () => {
     await runner.load(clsModel, clsBytes);
     const upright = await decodeImage(sample('text.png'), CLS_SPEC, MAX_PIXELS);

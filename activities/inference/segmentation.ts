@@ -2,7 +2,7 @@
  * Turns a segmentation model's probability map into regions and a mask image, both in the
  * original image's pixel coordinates.
  */
-import sharp from 'sharp';
+import { encodeMaskPng } from './mask-png';
 import type { Region } from '../types';
 
 /**
@@ -107,18 +107,7 @@ export async function maskPng(
 ): Promise<Buffer> {
   validateMap(prob, mapWidth, mapHeight, origWidth, origHeight);
 
-  const mask = Buffer.alloc(mapWidth * mapHeight);
-  for (let i = 0; i < mask.length; i++) {
-    if (prob[i] > threshold) {
-      mask[i] = 255;
-    }
-  }
-
-  return sharp(mask, { raw: { width: mapWidth, height: mapHeight, channels: 1 } })
-    .resize(origWidth, origHeight, { fit: 'fill', kernel: 'nearest' })
-    .toColourspace('b-w')
-    .png()
-    .toBuffer();
+  return encodeMaskPng(prob, threshold, mapWidth, mapHeight, origWidth, origHeight);
 }
 
 function validateMap(
