@@ -2,8 +2,8 @@
  * A PNG encoder for binary masks. A mask is upscaled from the model's output map to the
  * original image size, which makes its rows a few long runs of one value. Filling those runs
  * directly and deflating them run-length took about a third of the time of sharp's resize and
- * PNG encoder on the sample images (1.7 ms against 5.8 ms a mask), and on a host without a GPU that CPU time is taken from
- * inference.
+ * PNG encoder on the sample images (1.7 ms against 5.8 ms a mask). On a host without a GPU,
+ * that CPU time is taken from inference.
  */
 import { promisify } from 'node:util';
 import { constants, deflate } from 'node:zlib';
