@@ -1,7 +1,8 @@
 /**
  * A private local stack for benchmarks: a headless dev server on free ports of 127.0.0.1, an
- * orchestrator worker and an inference worker in this process, and a client. Each benchmark run
- * gets its own server, so runs cannot see each other's history or task queues.
+ * orchestrator worker (exporting each batch's history, as the real one does) and an inference
+ * worker in this process, and a client. Each benchmark run gets its own server, so runs cannot
+ * see each other's history or task queues.
  */
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -48,6 +49,7 @@ export async function startPrivateStack(options: PrivateStackOptions): Promise<P
   const connection = await Connection.connect({ address: server.address });
   const runner = await ModelRunner.start({ intraOpThreads: options.intraOpThreads });
   const store = createObjectStore();
+  const temporal = new Client({ connection });
 
   const orchestrator = await createOrchestratorWorker({
     connection: nativeConnection,
@@ -56,6 +58,7 @@ export async function startPrivateStack(options: PrivateStackOptions): Promise<P
       store,
       registry: options.registry,
       resultsRoot: toFileUri(path.join(options.scratch, `${options.name}-results`)),
+      temporal,
     }),
   });
   const inference = await createInferenceWorker({
@@ -68,7 +71,7 @@ export async function startPrivateStack(options: PrivateStackOptions): Promise<P
     ...options.inference,
   });
   const running = [orchestrator.run(), inference.run()];
-  const client = new SkyNewtClient({ client: new Client({ connection }), store });
+  const client = new SkyNewtClient({ client: temporal, store });
 
   return {
     client,

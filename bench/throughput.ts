@@ -1,15 +1,19 @@
 /**
- * Throughput benchmark: the same images through the same model, measured three ways in one
- * process, so the ratios compare like with like:
+ * Throughput benchmark: the same images through the same model in one process, so the ratios
+ * compare like with like.
  *
  *   raw       a plain loop with no Temporal and no storage: read the file, decode and
  *             preprocess with sharp, run onnxruntime-node (same intra-op threads), threshold.
  *   skynewt   a full batch through a private local stack: Temporal dev server, orchestrator and
  *             inference workers, listing, checkpointed shards, masks and JSONL written to disk.
- *   no-prefetch  the same batch with prefetching off, to show what the pipeline buys.
- *   batched   the same batch with prefetching off and `--batch` images per model call.
  *
- * Usage: npm run bench -- [--images 1000] [--shard-size 200] [--threads N] [--prefetch 4] [--batch 4]
+ * Raw loops and batches alternate (raw, batch, raw, batch, ..., raw), and each batch is compared
+ * with the mean of the raw loops just before and after it, so a drift in the machine's speed
+ * during the script shifts both sides of a ratio alike. `--variants` adds batches with
+ * prefetching off (`no-prefetch`) or `--batch` images per model call (`batched`).
+ *
+ * Usage: npm run bench -- [--images 1000] [--shard-size 200] [--rounds 3] [--threads N]
+ *          [--prefetch 4] [--variants no-prefetch,batched] [--batch 4]
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -28,11 +32,14 @@ import { startPrivateStack } from './private-stack';
 
 interface Run {
   name: string;
+  raw: boolean;
   images: number;
   seconds: number;
   imagesPerSecond: number;
   modelLoads: number;
   firstResultSeconds: number;
+  /** For a batch, the manifest's inference busy fraction and bottleneck stage. */
+  utilisation?: string;
 }
 
 const { values: flags } = parseArgs({
@@ -42,6 +49,8 @@ const { values: flags } = parseArgs({
     threads: { type: 'string', default: String(os.availableParallelism()) },
     prefetch: { type: 'string', default: '4' },
     batch: { type: 'string', default: '4' },
+    rounds: { type: 'string', default: '3' },
+    variants: { type: 'string', default: '' },
   },
 });
 const IMAGES = Number(flags.images);
@@ -49,6 +58,11 @@ const SHARD_SIZE = Number(flags['shard-size']);
 const THREADS = Number(flags.threads);
 const PREFETCH = Number(flags.prefetch);
 const BATCH = Number(flags.batch);
+const ROUNDS = Number(flags.rounds);
+const VARIANTS = flags.variants.split(',').filter(Boolean);
+for (const variant of VARIANTS) {
+  if (variant !== 'no-prefetch' && variant !== 'batched') throw new Error(`Unknown variant "${variant}"; use no-prefetch, batched or both, comma-separated.`);
+}
 
 /** Copies the sample images under distinct names until there are `count` of them. */
 function imageFolder(scratch: string, count: number): string {
@@ -75,7 +89,7 @@ async function rawLoop(folder: string, model: ModelVersion): Promise<Run> {
   }
   await session.release();
   const seconds = (performance.now() - started) / 1000;
-  return { name: 'raw loop (no Temporal, no storage)', images: files.length, seconds, imagesPerSecond: files.length / seconds, modelLoads: 1, firstResultSeconds: (firstResult - started) / 1000 };
+  return { name: 'raw loop', raw: true, images: files.length, seconds, imagesPerSecond: files.length / seconds, modelLoads: 1, firstResultSeconds: (firstResult - started) / 1000 };
 }
 
 async function skynewtBatch(name: string, scratch: string, folder: string, model: ModelVersion, registry: LocalRegistry, prefetchDepth: number, inferenceBatch = 1): Promise<Run> {
@@ -100,9 +114,43 @@ async function skynewtBatch(name: string, scratch: string, folder: string, model
     const { batchId } = await stack.client.startBatch({ input: folder, model: `${model.name}@${model.version}`, shardSize: SHARD_SIZE });
     const summary = await stack.client.result(batchId);
     const seconds = (performance.now() - started) / 1000;
-    return { name, images: summary.images, seconds, imagesPerSecond: summary.images / seconds, modelLoads: stack.runner.modelLoads, firstResultSeconds: (firstResult - started) / 1000 };
+    const { utilisation } = await stack.client.manifest(batchId);
+    return {
+      name,
+      raw: false,
+      images: summary.images,
+      seconds,
+      imagesPerSecond: summary.images / seconds,
+      modelLoads: stack.runner.modelLoads,
+      firstResultSeconds: (firstResult - started) / 1000,
+      utilisation: utilisation === null ? undefined : `${utilisation.inferenceBusyFraction.toFixed(3)} ${utilisation.bottleneck}`,
+    };
   } finally {
     await stack.stop();
+  }
+}
+
+/** Prints every run in order, each batch's ratio to the mean of the raw loops around it, and the median ratio of the default batches. */
+function printRuns(runs: Run[]): void {
+  const ratios = new Map<Run, number>();
+  runs.forEach((run, i) => {
+    if (!run.raw) ratios.set(run, run.imagesPerSecond / ((runs[i - 1].imagesPerSecond + runs[i + 1].imagesPerSecond) / 2));
+  });
+
+  console.log('');
+  console.log('run                          images  seconds  images/s  ratio to raw  model loads  first result (s)  busy, bottleneck');
+  for (const run of runs) {
+    const ratio = ratios.get(run);
+    console.log(
+      `${run.name.padEnd(29)}${String(run.images).padStart(6)}${run.seconds.toFixed(1).padStart(9)}${run.imagesPerSecond.toFixed(2).padStart(10)}${(ratio === undefined ? '' : ratio.toFixed(3)).padStart(14)}${String(run.modelLoads).padStart(13)}${run.firstResultSeconds.toFixed(2).padStart(17)}  ${run.utilisation ?? ''}`,
+    );
+  }
+
+  const defaults = [...ratios].filter(([run]) => run.name === `SkyNewt (prefetch ${PREFETCH})`).map(([, ratio]) => ratio).sort((a, b) => a - b);
+  if (defaults.length > 0) {
+    const median = defaults.length % 2 === 1 ? defaults[(defaults.length - 1) / 2] : (defaults[defaults.length / 2 - 1] + defaults[defaults.length / 2]) / 2;
+    console.log('');
+    console.log(`SkyNewt (prefetch ${PREFETCH}) to raw loop: median ratio ${median.toFixed(3)} over ${defaults.length} batches (lowest ${defaults[0].toFixed(3)}, highest ${defaults[defaults.length - 1].toFixed(3)})`);
   }
 }
 
@@ -116,18 +164,20 @@ async function main(): Promise<void> {
     const folder = imageFolder(scratch, IMAGES);
     console.log(`Benchmark: ${IMAGES} images, ${detection.name}@${detection.version} at ${model.preprocess.width}x${model.preprocess.height}, ${THREADS} intra-op threads, shard size ${SHARD_SIZE}, ${os.availableParallelism()} cores, Node.js ${process.version}, onnxruntime-node ${ort.env.versions.common}`);
 
-    const raw = await rawLoop(folder, model);
-    const batch = await skynewtBatch(`SkyNewt batch (prefetch ${PREFETCH})`, scratch, folder, model, registry, PREFETCH);
-    const serial = await skynewtBatch('SkyNewt batch (prefetch off)', scratch, folder, model, registry, 1);
-    const batched = await skynewtBatch(`SkyNewt batch (${BATCH} per call)`, scratch, folder, model, registry, 1, BATCH);
-
-    console.log('');
-    console.log('run                                  images  seconds  images/s  ratio to raw  model loads  first result (s)');
-    for (const run of [raw, batch, serial, batched]) {
-      console.log(
-        `${run.name.padEnd(37)}${String(run.images).padStart(6)}${run.seconds.toFixed(1).padStart(9)}${run.imagesPerSecond.toFixed(2).padStart(10)}${(run.imagesPerSecond / raw.imagesPerSecond).toFixed(3).padStart(14)}${String(run.modelLoads).padStart(13)}${run.firstResultSeconds.toFixed(2).padStart(17)}`,
-      );
+    const batches: Array<{ name: string; prefetch: number; inferenceBatch: number }> = [
+      ...Array.from({ length: ROUNDS }, () => ({ name: `SkyNewt (prefetch ${PREFETCH})`, prefetch: PREFETCH, inferenceBatch: 1 })),
+      ...VARIANTS.map((variant) =>
+        variant === 'batched'
+          ? { name: `SkyNewt (${BATCH} per call)`, prefetch: 1, inferenceBatch: BATCH }
+          : { name: 'SkyNewt (prefetch off)', prefetch: 1, inferenceBatch: 1 },
+      ),
+    ];
+    const runs: Run[] = [await rawLoop(folder, model)];
+    for (const batch of batches) {
+      runs.push(await skynewtBatch(batch.name, scratch, folder, model, registry, batch.prefetch, batch.inferenceBatch));
+      runs.push(await rawLoop(folder, model));
     }
+    printRuns(runs);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

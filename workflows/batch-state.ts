@@ -68,8 +68,8 @@ export interface Utilisation {
   /** inferenceMs ÷ wallMs over completed shards: how busy the model threads were, 0..1. */
   inferenceBusyFraction: number;
   /**
-   * The stage with the most time. Downloads and decodes overlap inference, so `inference` as
-   * the bottleneck means the accelerator is the limit, which is the goal.
+   * The stage with the most time. Download, decode, postprocess and upload overlap inference,
+   * so `inference` as the bottleneck means the accelerator is the limit, which is the goal.
    */
   bottleneck: 'download' | 'decode' | 'inference' | 'postprocess' | 'upload' | null;
 }
