@@ -3,6 +3,7 @@
  * workflow history carries only the listing's URI and counts, never the keys themselves.
  */
 import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { Context, log } from '@temporalio/activity';
@@ -161,27 +162,47 @@ async function* imagesUnder(store: ObjectStore, prefixUri: string): AsyncGenerat
  * Relative paths in a local manifest are resolved against the manifest's folder.
  */
 async function* manifestLines(store: ObjectStore, manifestUri: string, baseDir: string | null): AsyncGenerator<string> {
-  const { body } = await store.get(manifestUri);
-  // A NUL byte in the first 8 KiB means binary data, such as an image with an unknown extension.
-  if (body.subarray(0, 8192).includes(0)) {
-    throw invalidInput(
-      `Invalid batch input: "input" ${manifestUri} is neither an image (${IMAGE_EXTENSIONS.join(', ')}) nor a text manifest of image URIs; rename the image or list it in a manifest.`,
-    );
-  }
-  const lines = body.toString('utf8').replace(/^\uFEFF/, '').split(/\r?\n/);
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i].trim();
+  // Read as a stream, so a manifest of millions of lines never sits in memory whole.
+  let number = 0;
+  for await (const raw of textLines(await store.stream(manifestUri), manifestUri)) {
+    number += 1;
+    const line = (number === 1 ? raw.replace(/^\uFEFF/, '') : raw).trim();
     if (line === '' || line.startsWith('#')) continue;
     const isRelativePath = !line.includes('://') && !line.startsWith('/');
     if (isRelativePath && baseDir === null) {
-      throw invalidInput(`Invalid batch input: manifest ${manifestUri} line ${i + 1} is the relative path ${JSON.stringify(line)}; a manifest in S3 must list full s3:// URIs.`);
+      throw invalidInput(`Invalid batch input: manifest ${manifestUri} line ${number} is the relative path ${JSON.stringify(line)}; a manifest in S3 must list full s3:// URIs.`);
     }
     const candidate = isRelativePath && baseDir !== null ? path.resolve(baseDir, line) : line;
     try {
       const parsed = parseUri(candidate);
       yield parsed.scheme === 'file' ? toFileUri(parsed.path) : candidate;
     } catch (err) {
-      throw invalidInput(`Invalid batch input: manifest ${manifestUri} line ${i + 1}: ${(err as Error).message}`);
+      throw invalidInput(`Invalid batch input: manifest ${manifestUri} line ${number}: ${(err as Error).message}`);
     }
   }
+}
+
+/**
+ * Splits a stream of UTF-8 chunks into lines without their `\n` or `\r\n`. A NUL byte in the
+ * first 8 KiB means binary data, such as an image with an unknown extension, so it is rejected.
+ */
+async function* textLines(chunks: AsyncIterable<Buffer>, manifestUri: string): AsyncGenerator<string> {
+  const decoder = new StringDecoder('utf8');
+  let checked = 0;
+  let rest = '';
+  for await (const chunk of chunks) {
+    if (checked < 8192) {
+      if (chunk.subarray(0, 8192 - checked).includes(0)) {
+        throw invalidInput(
+          `Invalid batch input: "input" ${manifestUri} is neither an image (${IMAGE_EXTENSIONS.join(', ')}) nor a text manifest of image URIs; rename the image or list it in a manifest.`,
+        );
+      }
+      checked += chunk.length;
+    }
+    const lines = (rest + decoder.write(chunk)).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) yield line.endsWith('\r') ? line.slice(0, -1) : line;
+  }
+  const last = rest + decoder.end();
+  if (last !== '') yield last.endsWith('\r') ? last.slice(0, -1) : last;
 }

@@ -104,7 +104,7 @@ export function createRunShard(deps: ShardDeps) {
     log.info('Shard started', { ...fields, cursor: resumedFrom, images: input.images });
 
     const loadMs = input.dryRun ? null : await ensureModelLoaded(deps, input.model);
-    if (loadMs !== null) log.info('Model loaded', { ...fields, model: `${input.model.name}@${input.model.version}`, loadMs });
+    if (loadMs !== null) log.info('Model loaded', { ...fields, model: `${input.model.name}@${input.model.version}`, loadMs, executionProviders: deps.runner.executionProvidersFor(input.model).join(',') });
     const listing = (await deps.store.get(input.listingUri, context.cancellationSignal)).body.toString('utf8').split('\n').filter(Boolean);
     if (listing.length !== input.images) {
       throw ApplicationFailure.nonRetryable(
@@ -265,7 +265,7 @@ export function createRunShard(deps: ShardDeps) {
       timings: roundTimings(timings),
       wallSeconds: Math.round(checkpoint.priorSeconds * 1000) / 1000,
       costUsd: checkpoint.priorCostUsd,
-      lineage: shardLineage(input.model, deps.runner.executionProviders, deps.capacity),
+      lineage: shardLineage(input.model, deps.runner.executionProvidersFor(input.model), deps.capacity),
       attempts: [
         ...input.previousAttempts,
         {

@@ -32,6 +32,11 @@ export interface ModelVersion {
   labels: string[];
   /** Probability threshold for segmentation masks, 0..1. */
   threshold: number;
+  /**
+   * onnxruntime execution providers to run this model with, in order of preference, e.g.
+   * `['cuda', 'cpu']`. A worker started with its own list ignores it; absent means the host's.
+   */
+  executionProviders?: string[];
   createdAt: string;
   createdBy: string;
 }

@@ -3,6 +3,7 @@
  * reads the ONNX file's input shape with onnxruntime, so a file that is not a loadable model is
  * rejected before anything is stored.
  */
+import { parseExecutionProviders } from '../activities/inference/execution-providers';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import type { Command } from 'commander';
@@ -24,6 +25,7 @@ export interface RegisterOptions {
   mean?: string;
   std?: string;
   threshold?: string;
+  executionProvider?: string;
   json?: boolean;
 }
 
@@ -104,6 +106,14 @@ export async function registerModel(registry: ModelRegistry, name: string, file:
   if (!Number.isFinite(threshold) || threshold <= 0 || threshold >= 1) {
     throw new UsageError(`Invalid --threshold ${JSON.stringify(options.threshold)}: expected a probability between 0 and 1, e.g. 0.3.`);
   }
+  let executionProviders: string[] | undefined;
+  if (options.executionProvider !== undefined) {
+    try {
+      executionProviders = parseExecutionProviders(options.executionProvider, '--execution-provider');
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  }
   const bytes = await readFile(file).catch((err: NodeJS.ErrnoException) => {
     throw new UsageError(`Cannot read model file ${file}: ${err.code ?? err.message}.`);
   });
@@ -124,6 +134,7 @@ export async function registerModel(registry: ModelRegistry, name: string, file:
     preprocess,
     labels,
     threshold,
+    executionProviders,
     createdBy: `${os.userInfo().username}@${os.hostname()}`,
   });
 }
@@ -166,6 +177,7 @@ function describe(model: ModelVersion, aliases: Promotion[] = []): Record<string
     size: `${(model.sizeBytes / 1e6).toFixed(1)} MB`,
     input: `${p.width}x${p.height} mean ${p.mean.join(',')} std ${p.std.join(',')}`,
     threshold: String(model.threshold),
+    'execution providers': model.executionProviders?.join(',') ?? "host's",
     labels: model.labels.length ? model.labels.slice(0, 10).join(', ') + (model.labels.length > 10 ? ', ...' : '') : '-',
     artifact: model.artifactUri,
     created: `${model.createdAt} by ${model.createdBy}`,
@@ -186,6 +198,7 @@ export function addModelCommands(program: Command): void {
     .option('--mean <a,b,c>', 'per-channel RGB mean after scaling to 0..1', DEFAULT_MEAN.join(','))
     .option('--std <a,b,c>', 'per-channel RGB standard deviation after scaling to 0..1', DEFAULT_STD.join(','))
     .option('--threshold <t>', 'segmentation probability threshold, 0..1', String(DEFAULT_THRESHOLD))
+    .option('--execution-provider <list>', "onnxruntime execution providers to run the model with, in order, e.g. cuda,cpu (cpu, cuda, tensorrt; default: the worker's)")
     .option('--json', 'print JSON')
     .action(async (name: string, file: string, options: RegisterOptions) => {
       const { model: stored, created } = await registerModel(openRegistry(), name, file, options);

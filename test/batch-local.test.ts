@@ -173,7 +173,9 @@ describe('batch over local files', () => {
   it('reads a manifest file of image paths', async () => {
     const folder = sampleFolder(['text.png', 'coins.png', 'camera.png']);
     const list = path.join(folder, 'images.txt');
-    writeFileSync(list, `# two of three\ntext.png\n${path.join(folder, 'camera.png')}\n`);
+    // A byte order mark, CRLF endings, comments spanning several read chunks and no final newline.
+    const comments = Array.from({ length: 3000 }, (_, i) => `# comment ${i}, long enough to fill more than one chunk`).join('\r\n');
+    writeFileSync(list, `\uFEFFtext.png\r\n${comments}\r\n${path.join(folder, 'camera.png')}`);
     const { batchId } = await stack.client.startBatch({ input: list, model: detector.name, taskQueue: stack.gpuTaskQueue });
     const summary = await stack.client.result(batchId);
 

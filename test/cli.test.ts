@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -42,9 +43,14 @@ describe('skynewt command line', () => {
   });
 
   it('runs batches and keeps them across down and up', async () => {
-    const up = JSON.parse(await skynewt('up', '--json'));
+    const up = JSON.parse(await skynewt('up', '--inference-workers', '2', '--json'));
     expect(up.address).toBe(env.SKYNEWT_TEMPORAL_ADDRESS);
-    expect(up.processes.map((entry: { name: string }) => entry.name).sort()).toEqual(['inference', 'orchestrator', 'temporal-server']);
+    expect(up.processes.map((entry: { name: string }) => entry.name).sort()).toEqual(['inference-1', 'inference-2', 'orchestrator', 'temporal-server']);
+    // Two workers on this host split its cores and its price.
+    const ready = readFileSync(path.join(home, 'logs', 'inference-2.log'), 'utf8');
+    expect(ready).toContain(`intraOpThreads=${Math.max(1, Math.floor(os.availableParallelism() / 2))} `);
+    expect(ready).toContain('workersOnHost=2');
+    expect(ready).toContain('executionProviders=cpu executionProviderSource=host gpus=0');
 
     const { detection } = DEMO_MODELS;
     const registered = JSON.parse(await skynewt('model', 'register', 'detector', detection.file, '--task', 'segmentation', '--input-size', '640x640', '--version', 'v4', '--json'));
@@ -57,6 +63,9 @@ describe('skynewt command line', () => {
 
     const shown = JSON.parse(await skynewt('model', 'show', 'detector@v4', '--json'));
     expect(shown.preprocess).toEqual({ width: 640, height: 640, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
+    expect(shown.executionProviders).toBeUndefined();
+    await skynewt('model', 'register', 'detector-cpu', detection.file, '--task', 'segmentation', '--input-size', '640x640', '--execution-provider', 'cpu');
+    expect(JSON.parse(await skynewt('model', 'show', 'detector-cpu', '--json')).executionProviders).toEqual(['cpu']);
 
     const folder = sampleFolder(['text.png', 'coins.png', 'camera.png']);
     const summary = JSON.parse(await skynewt('run', folder, '--model', 'detector@v4', '--shard-size', '2', '--wait', '--json'));
@@ -114,6 +123,14 @@ describe('skynewt command line', () => {
     expect(await skynewtFails('model', 'register', 'bad', notOnnx, '--task', 'segmentation', '--input-size', '64x64')).toContain('onnxruntime could not load it');
     const { direction } = DEMO_MODELS;
     expect(await skynewtFails('model', 'register', 'bad', direction.file, '--task', 'segmentation', '--input-size', '192x48')).toContain('must output one probability map');
+  });
+
+  it('rejects invalid worker and model options', async () => {
+    const { detection } = DEMO_MODELS;
+    expect(await skynewtFails('model', 'register', 'bad', detection.file, '--task', 'segmentation', '--execution-provider', 'rocm')).toContain('Invalid --execution-provider "rocm": rocm is not one of cpu, cuda, tensorrt');
+    expect(await skynewtFails('worker', 'inference', '--prefetch', '0')).toContain('Invalid --prefetch "0": expected a whole number of 1 or more.');
+    expect(await skynewtFails('worker', 'orchestrator', '--intra-op-threads', '2')).toContain('--intra-op-threads applies to the inference worker only');
+    expect(await skynewtFails('up', '--inference-workers', 'two')).toContain('Invalid --inference-workers "two"');
   });
 
   it('explains a stack that is not running', async () => {

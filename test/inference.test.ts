@@ -445,6 +445,25 @@ describe('ModelRunner', () => {
     }
   }, MODEL_TEST_TIMEOUT_MS);
 
+  it('prefers worker, then model, then host providers', async () => {
+    const host = await ModelRunner.start({ intraOpThreads: 1, hostExecutionProviders: ['cpu'] });
+    const forced = await ModelRunner.start({ intraOpThreads: 1, executionProviders: ['cpu'], hostExecutionProviders: ['cuda', 'cpu'] });
+    try {
+      const cudaOnly = { ...detModel, executionProviders: ['cuda'] };
+      expect(host.executionProvidersFor(detModel)).toEqual(['cpu']);
+      expect(host.executionProvidersFor(cudaOnly)).toEqual(['cuda']);
+      expect(forced.executionProvidersFor(cudaOnly)).toEqual(['cpu']);
+
+      // The model's own default reaches onnxruntime: this build has no CUDA provider.
+      await expect(host.load(cudaOnly, detBytes)).rejects.toThrow(/cuda/i);
+      expect(host.has(detModel.sha256)).toBe(false);
+      expect((await forced.load(cudaOnly, detBytes)).cached).toBe(false);
+    } finally {
+      await host.close();
+      await forced.close();
+    }
+  }, MODEL_TEST_TIMEOUT_MS);
+
   it('rejects calls after close', async () => {
     const local = await ModelRunner.start();
     await local.close();

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { CostMeter } from '../activities/cost-meter';
 import { loadOnDemandPrices, onDemandPrice, regionOfZone } from '../activities/pricing/on-demand';
-import { costBetween, FixedPriceFeed, PriceHistory } from '../activities/pricing/price-feed';
+import { costBetween, FixedPriceFeed, PriceHistory, SharedPriceFeed } from '../activities/pricing/price-feed';
 import { fetchSpotPriceHistory, latestSpotPrices, SpotPriceFeed } from '../activities/pricing/spot-feed';
 import { createWorkerPrices } from '../activities/pricing/worker-prices';
 import type { Capacity } from '../activities/types';
@@ -94,6 +94,19 @@ describe('cost meter', () => {
     now = T0 + 2 * HOUR;
     expect(other.stop().costUsd).toBeCloseTo(1.5, 12);
     expect(lease.stop().costUsd).toBeCloseTo(2 + 1.5, 12);
+  });
+
+  it('charges each worker its share of a shared host', () => {
+    let now = T0;
+    const host = new PriceHistory([
+      { timestampMs: T0 - HOUR, priceUsd: 4 },
+      { timestampMs: T0 + 30 * 60_000, priceUsd: 8 },
+    ]);
+    const meter = new CostMeter(new SharedPriceFeed(host, 4), () => now);
+    const lease = meter.start();
+    now = T0 + HOUR;
+    expect(lease.stop().costUsd).toBeCloseTo((0.5 * 4 + 0.5 * 8) / 4, 12);
+    expect(() => new SharedPriceFeed(host, 0)).toThrow('Invalid number of workers sharing a host: 0');
   });
 
   it('charges nothing while no shard runs', () => {

@@ -33,6 +33,12 @@ async function collect(store: ObjectStore, prefixUri: string): Promise<string[]>
   return uris;
 }
 
+async function readAll(chunks: AsyncIterable<Buffer>): Promise<Buffer[]> {
+  const all: Buffer[] = [];
+  for await (const chunk of chunks) all.push(chunk);
+  return all;
+}
+
 function localPath(uri: string): string {
   const parsed = parseUri(uri);
   if (parsed.scheme !== 'file') {
@@ -150,6 +156,16 @@ describe('FileStore', () => {
     const error = await rejection(store.get(uri));
     expect(error.name).toBe('NotFound');
     expect(error.message).toContain(uri);
+    expect((await rejection(store.stream(uri))).name).toBe('NotFound');
+  });
+
+  it('streams a large object in chunks', async () => {
+    const uri = toFileUri(path.join(root, 'large.bin'));
+    const body = Buffer.alloc(300_000, 7);
+    await store.put(uri, body);
+    const chunks = await readAll(await store.stream(uri));
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(Buffer.concat(chunks).equals(body)).toBe(true);
   });
 
   it('list is recursive and sorted', async () => {
@@ -300,6 +316,14 @@ describe('S3Store', () => {
     const error = await rejection(store.get(uri));
     expect(error.name).toBe('NotFound');
     expect(error.message).toContain(uri);
+    expect((await rejection(store.stream(uri))).name).toBe('NotFound');
+  });
+
+  it('streams an object', async () => {
+    const uri = `s3://${bucket}/stream/large.bin`;
+    const body = Buffer.alloc(300_000, 9);
+    await store.put(uri, body);
+    expect(Buffer.concat(await readAll(await store.stream(uri))).equals(body)).toBe(true);
   });
 
   it('list treats the prefix as a folder', async () => {

@@ -4,6 +4,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
+import { parseExecutionProviders } from '../activities/inference/execution-providers';
 import { skynewtHome } from '../activities/local-home';
 import { toFileUri } from '../activities/storage/uri';
 import { loadPayloadKeyring, type PayloadKeyring } from '../activities/codec/payload-keys';
@@ -24,13 +25,20 @@ export interface SkyNewtConfig {
   inferenceTaskQueue: string;
   /** Shards one inference worker runs at once. SKYNEWT_SHARD_CONCURRENCY, default 1. */
   shardConcurrency: number;
+  /**
+   * Inference workers sharing this host, each charged that fraction of the host's price.
+   * SKYNEWT_WORKERS_ON_HOST, default 1; `skynewt up --inference-workers` sets it.
+   */
+  workersOnHost: number;
   /** Images downloaded and decoded ahead of inference per shard. SKYNEWT_PREFETCH, default 4. */
   prefetchDepth: number;
   /**
-   * onnxruntime execution providers in order of preference, e.g. `cuda,cpu`.
-   * SKYNEWT_EXECUTION_PROVIDER, default `cpu`; accepted cpu, cuda, tensorrt.
+   * onnxruntime execution providers for every model, in order of preference, e.g. `cuda,cpu`.
+   * SKYNEWT_EXECUTION_PROVIDER (cpu, cuda, tensorrt). Null when unset: each model's registered
+   * default applies, else `cuda,cpu` on a host with a visible NVIDIA GPU and the CUDA variant of
+   * onnxruntime-node, else `cpu`.
    */
-  executionProviders: string[];
+  executionProviders: string[] | null;
   /** Images per model call, for models with a dynamic batch dimension. SKYNEWT_INFERENCE_BATCH, default 1. */
   inferenceBatch: number;
   /** onnxruntime intra-op threads. SKYNEWT_INTRA_OP_THREADS, default the number of CPU cores. */
@@ -68,19 +76,8 @@ function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number)
   return value;
 }
 
-const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'tensorrt'];
-
-function executionProviders(raw: string | undefined): string[] {
-  const providers = (raw || 'cpu').split(',').map((name) => name.trim().toLowerCase()).filter(Boolean);
-  const unknown = providers.find((name) => !EXECUTION_PROVIDERS.includes(name));
-  if (unknown !== undefined) {
-    throw new Error(`Invalid SKYNEWT_EXECUTION_PROVIDER ${JSON.stringify(raw)}: ${unknown} is not one of ${EXECUTION_PROVIDERS.join(', ')}; list several in order of preference, e.g. cuda,cpu.`);
-  }
-  return providers;
-}
-
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig {
-  const providers = executionProviders(env.SKYNEWT_EXECUTION_PROVIDER);
+  const providers = env.SKYNEWT_EXECUTION_PROVIDER ? parseExecutionProviders(env.SKYNEWT_EXECUTION_PROVIDER, 'SKYNEWT_EXECUTION_PROVIDER') : null;
   const home = skynewtHome(env);
   return {
     address: env.SKYNEWT_TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
@@ -90,6 +87,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): SkyNewtConfig 
     orchestratorTaskQueue: env.SKYNEWT_ORCHESTRATOR_TASK_QUEUE ?? ORCHESTRATOR_TASK_QUEUE,
     inferenceTaskQueue: env.SKYNEWT_TASK_QUEUE ?? GPU_SPOT_TASK_QUEUE,
     shardConcurrency: positiveInteger(env, 'SKYNEWT_SHARD_CONCURRENCY', 1),
+    workersOnHost: positiveInteger(env, 'SKYNEWT_WORKERS_ON_HOST', 1),
     executionProviders: providers,
     inferenceBatch: positiveInteger(env, 'SKYNEWT_INFERENCE_BATCH', 1),
     // Prefetching hides storage latency (S3 GETs) on any host and decode time behind an

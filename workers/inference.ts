@@ -9,10 +9,11 @@ import { encryptingDataConverter } from '../activities/codec/aes-gcm-codec';
 import { createInferenceActivities } from '../activities/inference-activities';
 import { capacityFromEnv } from '../activities/capacity';
 import { CostMeter } from '../activities/cost-meter';
-import type { PriceFeed } from '../activities/pricing/price-feed';
+import { SharedPriceFeed, type PriceFeed } from '../activities/pricing/price-feed';
 import { createWorkerPrices } from '../activities/pricing/worker-prices';
 import { Drain } from '../activities/drain';
 import { createProcessTrace, type ProcessTrace } from '../activities/process-trace';
+import { hostExecutionProviders, visibleGpuCount } from '../activities/inference/execution-providers';
 import { ModelRunner } from '../activities/inference/model-runner';
 import type { ModelRegistry } from '../activities/registry/model-registry';
 import { openRegistry } from '../activities/registry/open-registry';
@@ -60,7 +61,7 @@ export async function createInferenceWorker(options: InferenceWorkerOptions): Pr
     const [name, version] = reference.split('@');
     const model = await options.registry.get(name, version);
     const loadMs = await ensureModelLoaded(options, model);
-    Runtime.instance().logger.info('Model pre-warmed', { model: `${model.name}@${model.version}`, sha256: model.sha256, loadMs });
+    Runtime.instance().logger.info('Model pre-warmed', { model: `${model.name}@${model.version}`, sha256: model.sha256, loadMs, executionProviders: options.runner.executionProvidersFor(model).join(',') });
   }
   const activities = createInferenceActivities({
     store: options.store,
@@ -116,7 +117,11 @@ export async function runInferenceWorker(): Promise<void> {
   });
   const { capacity } = prices;
   logger.info('Host price', { source: prices.source, instanceType: capacity.instanceType, zone: capacity.availabilityZone, hourlyRateUsd: capacity.hourlyRateUsd });
-  const runner = await ModelRunner.start({ intraOpThreads: config.intraOpThreads, executionProviders: config.executionProviders });
+  const runner = await ModelRunner.start({
+    intraOpThreads: config.intraOpThreads,
+    executionProviders: config.executionProviders ?? undefined,
+    hostExecutionProviders: hostExecutionProviders(),
+  });
   const connection = await NativeConnection.connect(temporalConnectionOptions(config.address));
   const drain = new Drain();
   const worker = await createInferenceWorker({
@@ -127,7 +132,7 @@ export async function runInferenceWorker(): Promise<void> {
     registry: openRegistry(),
     runner,
     capacity,
-    priceFeed: prices.feed,
+    priceFeed: config.workersOnHost > 1 ? new SharedPriceFeed(prices.feed, config.workersOnHost) : prices.feed,
     shardConcurrency: config.shardConcurrency,
     prewarmModels: config.prewarmModels,
     drain,
@@ -145,7 +150,7 @@ export async function runInferenceWorker(): Promise<void> {
   }
   const watcher = metadata ? watchSpotNotices(metadata, config.spotPollMs, worker, drain) : null;
   console.log(
-    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} executionProviders=${config.executionProviders.join(',')} intraOpThreads=${config.intraOpThreads} models=${config.prewarmModels.join(',') || 'none'} spotWatcher=${watcher ? 'on' : 'off'} payloadEncryption=${config.payloadKeyring ? `keyId=${config.payloadKeyring.encryptionKeyId}` : 'off'}`,
+    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} executionProviders=${runner.executionProviders.join(',')} executionProviderSource=${config.executionProviders ? 'worker' : 'host'} gpus=${visibleGpuCount()} intraOpThreads=${config.intraOpThreads} shardConcurrency=${config.shardConcurrency} prefetch=${config.prefetchDepth} inferenceBatch=${config.inferenceBatch} workersOnHost=${config.workersOnHost} models=${config.prewarmModels.join(',') || 'none'} spotWatcher=${watcher ? 'on' : 'off'} payloadEncryption=${config.payloadKeyring ? `keyId=${config.payloadKeyring.encryptionKeyId}` : 'off'}`,
   );
   try {
     await worker.run();

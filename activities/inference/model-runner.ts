@@ -19,8 +19,13 @@ import {
 export interface ModelRunnerOptions {
   /** Number of threads ONNX Runtime uses inside one operator, or its own default when unset. */
   intraOpThreads?: number;
-  /** ONNX Runtime execution providers in order of preference, e.g. `['cpu']`. */
+  /**
+   * Execution providers for every model, in order of preference, e.g. `['cuda', 'cpu']`, set
+   * when the worker was started with its own list. It wins over a model's registered default.
+   */
   executionProviders?: string[];
+  /** Execution providers for a model that names none when the worker sets none; `['cpu']` by default. */
+  hostExecutionProviders?: string[];
 }
 
 export interface LoadResult {
@@ -97,9 +102,14 @@ export class ModelRunner {
 
   private constructor(private readonly options: ModelRunnerOptions) {}
 
-  /** Execution providers the sessions are created with, in order of preference. */
+  /** Execution providers for a model without a registered default, in order of preference. */
   get executionProviders(): string[] {
-    return this.options.executionProviders ?? ['cpu'];
+    return this.options.executionProviders ?? this.options.hostExecutionProviders ?? ['cpu'];
+  }
+
+  /** Returns the execution providers `model`'s session is created with, in order of preference. */
+  executionProvidersFor(model: Pick<ModelVersion, 'executionProviders'>): string[] {
+    return this.options.executionProviders ?? model.executionProviders ?? this.executionProviders;
   }
 
   /** Starts the model thread and resolves once onnxruntime-node has loaded in it. */
@@ -132,7 +142,7 @@ export class ModelRunner {
 
     // A Buffer often views a shared pool, so the thread gets a copy that is safe to transfer.
     const copy = new Uint8Array(bytes);
-    const request: ModelThreadRequest = { id: 0, type: 'load', sha256: expected, bytes: copy };
+    const request: ModelThreadRequest = { id: 0, type: 'load', sha256: expected, bytes: copy, executionProviders: this.executionProvidersFor(model) };
     const loading = this.call(thread, request, [copy.buffer]).then((reply) => {
       if (!reply.ok || reply.type !== 'load') {
         throw new Error(`model thread sent an unexpected reply to load for model ${expected}`);
@@ -208,7 +218,7 @@ export class ModelRunner {
 
   private spawnThread(): ThreadHandle {
     const entry = modelThreadEntry();
-    const workerData: ModelThreadOptions = { role: MODEL_THREAD_ROLE, ...this.options };
+    const workerData: ModelThreadOptions = { role: MODEL_THREAD_ROLE, intraOpThreads: this.options.intraOpThreads };
     const worker = new Worker(entry.file, { execArgv: entry.execArgv, workerData });
 
     let markReady!: () => void;

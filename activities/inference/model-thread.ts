@@ -13,13 +13,12 @@ export interface ModelThreadOptions {
   /** Marks the worker as a model thread, so that loading this file elsewhere starts nothing. */
   role: typeof MODEL_THREAD_ROLE;
   intraOpThreads?: number;
-  executionProviders?: string[];
 }
 
 export const MODEL_THREAD_ROLE = 'skynewt-model-thread';
 
 export type ModelThreadRequest =
-  | { id: number; type: 'load'; sha256: string; bytes: Uint8Array }
+  | { id: number; type: 'load'; sha256: string; bytes: Uint8Array; executionProviders: string[] }
   | { id: number; type: 'run'; sha256: string; data: Float32Array; dims: number[] };
 
 export type ModelThreadReply =
@@ -42,14 +41,11 @@ function startThread(port: MessagePort, options: ModelThreadOptions): void {
   if (options.intraOpThreads !== undefined) {
     sessionOptions.intraOpNumThreads = options.intraOpThreads;
   }
-  if (options.executionProviders !== undefined) {
-    sessionOptions.executionProviders = options.executionProviders;
-  }
 
-  async function load(sha256: string, bytes: Uint8Array): Promise<number> {
+  async function load(sha256: string, bytes: Uint8Array, executionProviders: string[]): Promise<number> {
     const started = performance.now();
     if (!sessions.has(sha256)) {
-      sessions.set(sha256, await ort.InferenceSession.create(bytes, sessionOptions));
+      sessions.set(sha256, await ort.InferenceSession.create(bytes, { ...sessionOptions, executionProviders }));
     }
     return performance.now() - started;
   }
@@ -84,7 +80,7 @@ function startThread(port: MessagePort, options: ModelThreadOptions): void {
   async function handle(request: ModelThreadRequest): Promise<void> {
     try {
       if (request.type === 'load') {
-        const loadMs = await load(request.sha256, request.bytes);
+        const loadMs = await load(request.sha256, request.bytes, request.executionProviders);
         post({ id: request.id, ok: true, type: 'load', loadMs });
       } else {
         const result = await run(request.sha256, request.data, request.dims);

@@ -36,6 +36,29 @@ export class FixedPriceFeed implements PriceFeed {
 }
 
 /**
+ * The part of a host's price one worker pays when it shares the host with others: with N
+ * inference workers on a host (one per GPU, say), each is charged 1/N of the host's price.
+ */
+export class SharedPriceFeed implements PriceFeed {
+  constructor(
+    private readonly host: PriceFeed,
+    readonly workers: number,
+  ) {
+    if (!Number.isInteger(workers) || workers < 1) {
+      throw new RangeError(`Invalid number of workers sharing a host: ${workers}; expected a whole number of 1 or more.`);
+    }
+  }
+
+  priceAt(epochMs: number): number {
+    return this.host.priceAt(epochMs) / this.workers;
+  }
+
+  changesBetween(startMs: number, endMs: number): number[] {
+    return this.host.changesBetween(startMs, endMs);
+  }
+}
+
+/**
  * A price history as a step function: the price at t is that of the latest record at or before t.
  * Before the first record the first record's price applies, and with no records `fallbackUsd`.
  */

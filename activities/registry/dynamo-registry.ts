@@ -3,7 +3,8 @@
  * deployments where workers on many hosts share one registry.
  *
  * Table schema: partition key `name` (S), sort key `version` (S). Each version item contains one
- * ModelVersion, with `preprocess` and `labels` as JSON strings and the numbers as N.
+ * ModelVersion, with `preprocess` and `labels` as JSON strings, the numbers as N and any
+ * `executionProviders` as a list (L) of S.
  *
  * Aliases share the partition of their model under sort keys that start with `#`, which no
  * version label can:
@@ -393,6 +394,7 @@ function toItem(model: ModelVersion): Item {
     preprocess: { S: JSON.stringify(model.preprocess) },
     labels: { S: JSON.stringify(model.labels) },
     threshold: { N: String(model.threshold) },
+    ...(model.executionProviders ? { executionProviders: { L: model.executionProviders.map((name) => ({ S: name })) } } : {}),
     createdAt: { S: model.createdAt },
     createdBy: { S: model.createdBy },
   };
@@ -409,6 +411,7 @@ function fromItem(item: Item): ModelVersion {
     preprocess: JSON.parse(readString(item, 'preprocess')) as ModelVersion['preprocess'],
     labels: JSON.parse(readString(item, 'labels')) as string[],
     threshold: readNumber(item, 'threshold'),
+    ...(item.executionProviders?.L ? { executionProviders: item.executionProviders.L.map((entry) => entry.S ?? '') } : {}),
     createdAt: readString(item, 'createdAt'),
     createdBy: readString(item, 'createdBy'),
   };

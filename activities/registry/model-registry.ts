@@ -17,6 +17,8 @@ export interface RegisterRequest {
   preprocess: PreprocessSpec;
   labels: string[];
   threshold: number;
+  /** Default execution providers for the model, in order of preference; absent for the host's. */
+  executionProviders?: string[];
   createdBy: string;
 }
 
@@ -147,6 +149,10 @@ export function changedSettings(existing: ModelVersion, request: RegisterRequest
   if (JSON.stringify(existing.preprocess) !== JSON.stringify(request.preprocess)) changed.push('preprocessing (input size, mean or std)');
   if (JSON.stringify(existing.labels) !== JSON.stringify(request.labels)) changed.push('labels');
   if (existing.threshold !== request.threshold) changed.push(`threshold ${existing.threshold} → ${request.threshold}`);
+  const providers = (list: string[] | undefined) => list?.join(',') ?? "the host's";
+  if (providers(existing.executionProviders) !== providers(request.executionProviders)) {
+    changed.push(`execution providers ${providers(existing.executionProviders)} → ${providers(request.executionProviders)}`);
+  }
   return changed;
 }
 
@@ -330,6 +336,7 @@ export function buildModelVersion(
     },
     labels: [...request.labels],
     threshold: request.threshold,
+    ...(request.executionProviders ? { executionProviders: [...request.executionProviders] } : {}),
     createdAt: new Date().toISOString(),
     createdBy: request.createdBy,
   };

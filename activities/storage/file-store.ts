@@ -28,6 +28,21 @@ export class FileStore implements ObjectStore {
     return { body, etag: `sha256:${sha256Hex(body)}` };
   }
 
+  async stream(uri: string, signal?: AbortSignal): Promise<AsyncIterable<Buffer>> {
+    const filePath = toLocalPath(uri);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(filePath, 'r');
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') {
+        throw notFound(uri, error);
+      }
+      throw error;
+    }
+    // The stream closes the handle when it ends, fails or is destroyed.
+    return handle.createReadStream({ signal });
+  }
+
   /**
    * Writes the bytes to a temporary file in the target folder, flushes it to disk and renames
    * it over the target, so readers see either the old object or the whole new one.

@@ -27,6 +27,11 @@ export interface PutOptions {
 export interface ObjectStore {
   /** Reads a whole object. Rejects with a `NotFound`-named error when it does not exist. */
   get(uri: string, signal?: AbortSignal): Promise<StoredObject>;
+  /**
+   * Reads an object as a stream of chunks, for objects too large to hold in memory, such as a
+   * manifest of millions of lines. Rejects with a `NotFound`-named error when it does not exist.
+   */
+  stream(uri: string, signal?: AbortSignal): Promise<AsyncIterable<Buffer>>;
   /** Writes a whole object, replacing any object at the same URI. */
   put(uri: string, body: Buffer | string, options?: PutOptions): Promise<void>;
   /** Lists objects under a folder or key prefix, recursively, sorted by URI. */

@@ -42,6 +42,20 @@ export class S3Store implements ObjectStore {
     }
   }
 
+  async stream(uri: string, signal?: AbortSignal): Promise<AsyncIterable<Buffer>> {
+    const { bucket, key } = toObjectLocation(uri);
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
+      if (response.Body === undefined) {
+        throw new Error(`S3 returned no body for ${uri}.`);
+      }
+      // In Node.js the body is a Readable, which yields Buffer chunks.
+      return response.Body as unknown as AsyncIterable<Buffer>;
+    } catch (error) {
+      throw isMissingObject(error) ? notFound(uri, error) : error;
+    }
+  }
+
   async put(uri: string, body: Buffer | string, options: PutOptions = {}): Promise<void> {
     const { bucket, key } = toObjectLocation(uri);
     await this.client.send(

@@ -53,6 +53,10 @@ class SchemeRoutingStore implements ObjectStore {
     return this.storeFor(uri).get(uri, signal);
   }
 
+  async stream(uri: string, signal?: AbortSignal): Promise<AsyncIterable<Buffer>> {
+    return this.storeFor(uri).stream(uri, signal);
+  }
+
   async put(uri: string, body: Buffer | string, options?: PutOptions): Promise<void> {
     return this.storeFor(uri).put(uri, body, options);
   }

@@ -11,7 +11,8 @@ const READY_POLL_INTERVAL_MS = 200;
 const STOP_GRACE_MS = 10_000;
 const SERVER_NAME = 'temporal-server';
 
-export type WorkerName = 'orchestrator' | 'inference';
+/** Worker names; several inference workers on one host are `inference-1` ... `inference-N`. */
+export type WorkerName = 'orchestrator' | 'inference' | `inference-${number}`;
 
 export interface StackWorker {
   name: WorkerName;
