@@ -2,20 +2,23 @@
  * Throughput benchmark: the same images through the same model in one process, so the ratios
  * compare like with like.
  *
- *   raw       a plain loop with no Temporal and no storage: read the file, decode and
- *             preprocess with sharp, run onnxruntime-node (same intra-op threads), threshold.
- *   skynewt   a full batch through a private local stack: Temporal dev server, orchestrator and
- *             inference workers, listing, checkpointed shards, masks and JSONL written to disk.
+ *   raw         a plain loop with no Temporal and no storage: read the file, decode and
+ *               preprocess with sharp, run onnxruntime-node (same intra-op threads), threshold.
+ *   overlapped  the same loop, reading and decoding `--prefetch` images ahead of the model, as
+ *               SkyNewt does: the throughput this host can reach with this model.
+ *   skynewt     a full batch through a private local stack: Temporal dev server, orchestrator and
+ *               inference workers, listing, checkpointed shards, masks and JSONL written to disk.
  *
- * Raw loops and batches alternate (raw, batch, raw, batch, ..., raw), and each batch is compared
- * with the mean of the raw loops just before and after it, so a drift in the machine's speed
- * during the script shifts both sides of a ratio alike. `--variants` adds batches with
+ * Baselines and batches alternate (raw, overlapped, batch, raw, overlapped, batch, ..., raw,
+ * overlapped), and each batch is compared with the mean of each baseline just before and after
+ * it, so a drift in the machine's speed during the script shifts both sides of a ratio alike. `--variants` adds batches with
  * prefetching off (`no-prefetch`) or `--batch` images per model call (`batched`).
  *
  * Usage: npm run bench -- [--images 1000] [--shard-size 200] [--rounds 3] [--threads N]
  *          [--prefetch 4] [--variants no-prefetch,batched] [--batch 4]
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,7 +35,7 @@ import { startPrivateStack } from './private-stack';
 
 interface Run {
   name: string;
-  raw: boolean;
+  kind: 'raw' | 'overlapped' | 'batch';
   images: number;
   seconds: number;
   imagesPerSecond: number;
@@ -75,13 +78,17 @@ function imageFolder(scratch: string, count: number): string {
   return folder;
 }
 
-async function rawLoop(folder: string, model: ModelVersion): Promise<Run> {
+/** Runs the baseline loop; with `ahead` above 1, reading and decoding run that many images ahead of the model. */
+async function rawLoop(folder: string, model: ModelVersion, ahead: number): Promise<Run> {
   const started = performance.now();
   const session = await ort.InferenceSession.create(readFileSync(new URL(model.artifactUri)), { intraOpNumThreads: THREADS });
   let firstResult = 0;
   const files = readdirSync(folder).sort();
-  for (const file of files) {
-    const image = await decodeImage(readFileSync(path.join(folder, file)), model.preprocess, 100_000_000);
+  const prepare = async (file: string) => decodeImage(await readFile(path.join(folder, file)), model.preprocess, 100_000_000);
+  const queue = files.slice(0, ahead).map(prepare);
+  for (let i = 0; i < files.length; i++) {
+    const image = await queue.shift()!;
+    if (i + ahead < files.length) queue.push(prepare(files[i + ahead]));
     const output = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', image.tensor, image.dims) });
     const map = output[session.outputNames[0]];
     findRegions(map.data as Float32Array, model.preprocess.width, model.preprocess.height, model.threshold, image.width, image.height);
@@ -89,7 +96,15 @@ async function rawLoop(folder: string, model: ModelVersion): Promise<Run> {
   }
   await session.release();
   const seconds = (performance.now() - started) / 1000;
-  return { name: 'raw loop', raw: true, images: files.length, seconds, imagesPerSecond: files.length / seconds, modelLoads: 1, firstResultSeconds: (firstResult - started) / 1000 };
+  return {
+    name: ahead > 1 ? `raw loop, ${ahead} ahead` : 'raw loop',
+    kind: ahead > 1 ? 'overlapped' : 'raw',
+    images: files.length,
+    seconds,
+    imagesPerSecond: files.length / seconds,
+    modelLoads: 1,
+    firstResultSeconds: (firstResult - started) / 1000,
+  };
 }
 
 async function skynewtBatch(name: string, scratch: string, folder: string, model: ModelVersion, registry: LocalRegistry, prefetchDepth: number, inferenceBatch = 1): Promise<Run> {
@@ -117,7 +132,7 @@ async function skynewtBatch(name: string, scratch: string, folder: string, model
     const { utilisation } = await stack.client.manifest(batchId);
     return {
       name,
-      raw: false,
+      kind: 'batch',
       images: summary.images,
       seconds,
       imagesPerSecond: summary.images / seconds,
@@ -130,27 +145,42 @@ async function skynewtBatch(name: string, scratch: string, folder: string, model
   }
 }
 
-/** Prints every run in order, each batch's ratio to the mean of the raw loops around it, and the median ratio of the default batches. */
+/** Returns the mean speed of the nearest `kind` baseline before and after run `i`. */
+function bracket(runs: Run[], i: number, kind: Run['kind']): number {
+  const before = runs.slice(0, i).reverse().find((run) => run.kind === kind)!;
+  const after = runs.slice(i + 1).find((run) => run.kind === kind)!;
+  return (before.imagesPerSecond + after.imagesPerSecond) / 2;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/** Prints every run in order, each batch's ratio to both baselines around it, and the median ratios of the default batches. */
 function printRuns(runs: Run[]): void {
-  const ratios = new Map<Run, number>();
+  const ratios = new Map<Run, { raw: number; overlapped: number }>();
   runs.forEach((run, i) => {
-    if (!run.raw) ratios.set(run, run.imagesPerSecond / ((runs[i - 1].imagesPerSecond + runs[i + 1].imagesPerSecond) / 2));
+    if (run.kind === 'batch') ratios.set(run, { raw: run.imagesPerSecond / bracket(runs, i, 'raw'), overlapped: run.imagesPerSecond / bracket(runs, i, 'overlapped') });
   });
 
   console.log('');
-  console.log('run                          images  seconds  images/s  ratio to raw  model loads  first result (s)  busy, bottleneck');
+  console.log('run                          images  seconds  images/s  to raw  to overlapped  model loads  first result (s)  busy, bottleneck');
   for (const run of runs) {
     const ratio = ratios.get(run);
     console.log(
-      `${run.name.padEnd(29)}${String(run.images).padStart(6)}${run.seconds.toFixed(1).padStart(9)}${run.imagesPerSecond.toFixed(2).padStart(10)}${(ratio === undefined ? '' : ratio.toFixed(3)).padStart(14)}${String(run.modelLoads).padStart(13)}${run.firstResultSeconds.toFixed(2).padStart(17)}  ${run.utilisation ?? ''}`,
+      `${run.name.padEnd(29)}${String(run.images).padStart(6)}${run.seconds.toFixed(1).padStart(9)}${run.imagesPerSecond.toFixed(2).padStart(10)}${(ratio?.raw.toFixed(3) ?? '').padStart(8)}${(ratio?.overlapped.toFixed(3) ?? '').padStart(15)}${String(run.modelLoads).padStart(13)}${run.firstResultSeconds.toFixed(2).padStart(17)}  ${run.utilisation ?? ''}`,
     );
   }
 
-  const defaults = [...ratios].filter(([run]) => run.name === `SkyNewt (prefetch ${PREFETCH})`).map(([, ratio]) => ratio).sort((a, b) => a - b);
+  const defaults = [...ratios].filter(([run]) => run.name === `SkyNewt (prefetch ${PREFETCH})`).map(([, ratio]) => ratio);
   if (defaults.length > 0) {
-    const median = defaults.length % 2 === 1 ? defaults[(defaults.length - 1) / 2] : (defaults[defaults.length / 2 - 1] + defaults[defaults.length / 2]) / 2;
     console.log('');
-    console.log(`SkyNewt (prefetch ${PREFETCH}) to raw loop: median ratio ${median.toFixed(3)} over ${defaults.length} batches (lowest ${defaults[0].toFixed(3)}, highest ${defaults[defaults.length - 1].toFixed(3)})`);
+    for (const kind of ['raw', 'overlapped'] as const) {
+      const values = defaults.map((ratio) => ratio[kind]);
+      console.log(`SkyNewt (prefetch ${PREFETCH}) to ${kind === 'raw' ? 'raw loop' : `raw loop, ${PREFETCH} ahead`}: median ratio ${median(values).toFixed(3)} over ${values.length} batches (lowest ${Math.min(...values).toFixed(3)}, highest ${Math.max(...values).toFixed(3)})`);
+    }
   }
 }
 
@@ -172,10 +202,10 @@ async function main(): Promise<void> {
           : { name: 'SkyNewt (prefetch off)', prefetch: 1, inferenceBatch: 1 },
       ),
     ];
-    const runs: Run[] = [await rawLoop(folder, model)];
+    const runs: Run[] = [await rawLoop(folder, model, 1), await rawLoop(folder, model, PREFETCH)];
     for (const batch of batches) {
       runs.push(await skynewtBatch(batch.name, scratch, folder, model, registry, batch.prefetch, batch.inferenceBatch));
-      runs.push(await rawLoop(folder, model));
+      runs.push(await rawLoop(folder, model, 1), await rawLoop(folder, model, PREFETCH));
     }
     printRuns(runs);
   } finally {
