@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { capacityFromEnv } from '../activities/capacity';
+import { hostExecutionProviders } from '../activities/inference/execution-providers';
 import { ModelRunner } from '../activities/inference/model-runner';
 import { createOrchestratorActivities } from '../activities/orchestrator-activities';
 import type { LocalRegistry } from '../activities/registry/local-registry';
@@ -26,6 +27,8 @@ export interface PrivateStackOptions {
   name: string;
   registry: LocalRegistry;
   intraOpThreads: number;
+  /** onnxruntime execution providers for every model; the host's when absent. */
+  executionProviders?: string[];
   /** Inference worker settings beyond the defaults: concurrency, prefetch, batching, trace, models. */
   inference: Pick<InferenceWorkerOptions, 'shardConcurrency' | 'prewarmModels'> &
     Partial<Pick<InferenceWorkerOptions, 'prefetchDepth' | 'inferenceBatch' | 'trace'>>;
@@ -47,7 +50,7 @@ export async function startPrivateStack(options: PrivateStackOptions): Promise<P
   });
   const nativeConnection = await NativeConnection.connect({ address: server.address });
   const connection = await Connection.connect({ address: server.address });
-  const runner = await ModelRunner.start({ intraOpThreads: options.intraOpThreads });
+  const runner = await ModelRunner.start({ intraOpThreads: options.intraOpThreads, executionProviders: options.executionProviders, hostExecutionProviders: hostExecutionProviders() });
   const store = createObjectStore();
   const temporal = new Client({ connection });
 

@@ -15,7 +15,7 @@
  * prefetching off (`no-prefetch`) or `--batch` images per model call (`batched`).
  *
  * Usage: npm run bench -- [--images 1000] [--shard-size 200] [--rounds 3] [--threads N]
- *          [--prefetch 4] [--variants no-prefetch,batched] [--batch 4]
+ *          [--prefetch 4] [--variants no-prefetch,batched] [--batch 4] [--execution-provider cuda,cpu]
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -24,6 +24,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import * as ort from 'onnxruntime-node';
+import { hostExecutionProviders, parseExecutionProviders } from '../activities/inference/execution-providers';
 import { decodeImage } from '../activities/inference/preprocess';
 import { findRegions } from '../activities/inference/segmentation';
 import { LocalRegistry } from '../activities/registry/local-registry';
@@ -54,6 +55,7 @@ const { values: flags } = parseArgs({
     batch: { type: 'string', default: '4' },
     rounds: { type: 'string', default: '3' },
     variants: { type: 'string', default: '' },
+    'execution-provider': { type: 'string' },
   },
 });
 const IMAGES = Number(flags.images);
@@ -62,6 +64,7 @@ const THREADS = Number(flags.threads);
 const PREFETCH = Number(flags.prefetch);
 const BATCH = Number(flags.batch);
 const ROUNDS = Number(flags.rounds);
+const PROVIDERS = flags['execution-provider'] ? parseExecutionProviders(flags['execution-provider'], '--execution-provider') : hostExecutionProviders();
 const VARIANTS = flags.variants.split(',').filter(Boolean);
 for (const variant of VARIANTS) {
   if (variant !== 'no-prefetch' && variant !== 'batched') throw new Error(`Unknown variant "${variant}"; use no-prefetch, batched or both, comma-separated.`);
@@ -81,7 +84,7 @@ function imageFolder(scratch: string, count: number): string {
 /** Runs the baseline loop; with `ahead` above 1, reading and decoding run that many images ahead of the model. */
 async function rawLoop(folder: string, model: ModelVersion, ahead: number): Promise<Run> {
   const started = performance.now();
-  const session = await ort.InferenceSession.create(readFileSync(new URL(model.artifactUri)), { intraOpNumThreads: THREADS });
+  const session = await ort.InferenceSession.create(readFileSync(new URL(model.artifactUri)), { intraOpNumThreads: THREADS, executionProviders: PROVIDERS });
   let firstResult = 0;
   const files = readdirSync(folder).sort();
   const prepare = async (file: string) => decodeImage(await readFile(path.join(folder, file)), model.preprocess, 100_000_000);
@@ -114,6 +117,7 @@ async function skynewtBatch(name: string, scratch: string, folder: string, model
     name: `prefetch-${prefetchDepth}-batch-${inferenceBatch}`,
     registry,
     intraOpThreads: THREADS,
+    executionProviders: PROVIDERS,
     inference: {
       shardConcurrency: 1,
       prewarmModels: [`${model.name}@${model.version}`],
@@ -192,7 +196,7 @@ async function main(): Promise<void> {
     const { detection } = DEMO_MODELS;
     const { model } = await registerModel(registry, detection.name, detection.file, { ...detection.options, version: detection.version });
     const folder = imageFolder(scratch, IMAGES);
-    console.log(`Benchmark: ${IMAGES} images, ${detection.name}@${detection.version} at ${model.preprocess.width}x${model.preprocess.height}, ${THREADS} intra-op threads, shard size ${SHARD_SIZE}, ${os.availableParallelism()} cores, Node.js ${process.version}, onnxruntime-node ${ort.env.versions.common}`);
+    console.log(`Benchmark: ${IMAGES} images, ${detection.name}@${detection.version} at ${model.preprocess.width}x${model.preprocess.height}, ${THREADS} intra-op threads, execution providers ${PROVIDERS.join(',')}, shard size ${SHARD_SIZE}, ${os.availableParallelism()} cores, Node.js ${process.version}, onnxruntime-node ${ort.env.versions.common}`);
 
     const batches: Array<{ name: string; prefetch: number; inferenceBatch: number }> = [
       ...Array.from({ length: ROUNDS }, () => ({ name: `SkyNewt (prefetch ${PREFETCH})`, prefetch: PREFETCH, inferenceBatch: 1 })),
