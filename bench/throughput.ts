@@ -100,7 +100,7 @@ async function rawLoop(folder: string, model: ModelVersion, ahead: number): Prom
   await session.release();
   const seconds = (performance.now() - started) / 1000;
   return {
-    name: ahead > 1 ? `raw loop, ${ahead} ahead` : 'raw loop',
+    name: ahead > 1 ? `overlapped raw loop (${ahead})` : 'raw loop',
     kind: ahead > 1 ? 'overlapped' : 'raw',
     images: files.length,
     seconds,
@@ -149,10 +149,17 @@ async function skynewtBatch(name: string, scratch: string, folder: string, model
   }
 }
 
+/** Baselines around one batch that differ by more than this factor mean the machine's speed changed under it. */
+const UNSTABLE_BRACKET = 1.2;
+
 /** Returns the mean speed of the nearest `kind` baseline before and after run `i`. */
 function bracket(runs: Run[], i: number, kind: Run['kind']): number {
   const before = runs.slice(0, i).reverse().find((run) => run.kind === kind)!;
   const after = runs.slice(i + 1).find((run) => run.kind === kind)!;
+  const spread = Math.max(before.imagesPerSecond, after.imagesPerSecond) / Math.min(before.imagesPerSecond, after.imagesPerSecond);
+  if (spread > UNSTABLE_BRACKET) {
+    console.log(`Warning: the ${kind} baselines around row ${i + 1} of the table differ by a factor of ${spread.toFixed(2)}; other load changed the machine's speed, so its ratio is unreliable. Rerun on a quiet machine.`);
+  }
   return (before.imagesPerSecond + after.imagesPerSecond) / 2;
 }
 
@@ -183,7 +190,7 @@ function printRuns(runs: Run[]): void {
     console.log('');
     for (const kind of ['raw', 'overlapped'] as const) {
       const values = defaults.map((ratio) => ratio[kind]);
-      console.log(`SkyNewt (prefetch ${PREFETCH}) to ${kind === 'raw' ? 'raw loop' : `raw loop, ${PREFETCH} ahead`}: median ratio ${median(values).toFixed(3)} over ${values.length} batches (lowest ${Math.min(...values).toFixed(3)}, highest ${Math.max(...values).toFixed(3)})`);
+      console.log(`SkyNewt (prefetch ${PREFETCH}) to ${kind === 'raw' ? 'raw loop' : 'overlapped raw loop'}: median ratio ${median(values).toFixed(3)} over ${values.length} batches (lowest ${Math.min(...values).toFixed(3)}, highest ${Math.max(...values).toFixed(3)})`);
     }
   }
 }
@@ -196,6 +203,7 @@ async function main(): Promise<void> {
     const { detection } = DEMO_MODELS;
     const { model } = await registerModel(registry, detection.name, detection.file, { ...detection.options, version: detection.version });
     const folder = imageFolder(scratch, IMAGES);
+    console.log(`Load average before: ${os.loadavg().map((load) => load.toFixed(2)).join(', ')}`);
     console.log(`Benchmark: ${IMAGES} images, ${detection.name}@${detection.version} at ${model.preprocess.width}x${model.preprocess.height}, ${THREADS} intra-op threads, execution providers ${PROVIDERS.join(',')}, shard size ${SHARD_SIZE}, ${os.availableParallelism()} cores, Node.js ${process.version}, onnxruntime-node ${ort.env.versions.common}`);
 
     const batches: Array<{ name: string; prefetch: number; inferenceBatch: number }> = [
@@ -212,6 +220,7 @@ async function main(): Promise<void> {
       runs.push(await rawLoop(folder, model, 1), await rawLoop(folder, model, PREFETCH));
     }
     printRuns(runs);
+    console.log(`Load average after: ${os.loadavg().map((load) => load.toFixed(2)).join(', ')}`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

@@ -205,6 +205,13 @@ export function addBatchCommands(program: Command): void {
     .description('cancel a running batch; running shards stop at their next image')
     .action(async (batchId: string) => {
       const client = await connectClient();
+      const progress = await client.liveProgress(batchId).catch((err: unknown) => {
+        throw explainBatchError(batchId, err);
+      });
+      // The server accepts a cancel request for a closed workflow without an error, so check first.
+      if (progress.executionStatus !== 'RUNNING') {
+        throw new UsageError(`Batch ${batchId} is not running (workflow ${progress.executionStatus}); there is nothing to cancel. See it with: skynewt status ${batchId}`);
+      }
       await client.cancel(batchId).catch((err: unknown) => {
         throw explainBatchError(batchId, err);
       });
@@ -226,6 +233,9 @@ export function addBatchCommands(program: Command): void {
           throw explainBatchError(reference, err);
         });
         if (progress.executionStatus === 'RUNNING') throw new UsageError(`Batch ${reference} is still running; follow it with: skynewt status ${reference}`);
+        if (progress.executionStatus === 'CANCELLED') {
+          throw new UsageError(`Batch ${reference} was cancelled, so it has no manifest; the shards it finished are under ${progress.output ?? 'its output'}/shards/.`);
+        }
         if (progress.error) throw new BatchFailedError(reference, progress.error);
         manifest = await client.manifest(reference);
       }

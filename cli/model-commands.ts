@@ -198,7 +198,7 @@ export function addModelCommands(program: Command): void {
     .option('--mean <a,b,c>', 'per-channel RGB mean after scaling to 0..1', DEFAULT_MEAN.join(','))
     .option('--std <a,b,c>', 'per-channel RGB standard deviation after scaling to 0..1', DEFAULT_STD.join(','))
     .option('--threshold <t>', 'segmentation probability threshold, 0..1', String(DEFAULT_THRESHOLD))
-    .option('--execution-provider <list>', "onnxruntime execution providers to run the model with, in order, e.g. cuda,cpu (cpu, cuda, tensorrt; default: the worker's)")
+    .option('--execution-provider <list>', "onnxruntime execution providers to run the model with, in order, e.g. cuda,cpu (cpu, cuda, tensorrt; default: the host's; a worker's own list wins)")
     .option('--json', 'print JSON')
     .action(async (name: string, file: string, options: RegisterOptions) => {
       const { model: stored, created } = await registerModel(openRegistry(), name, file, options);

@@ -107,6 +107,10 @@ export function addStackCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (options: UpOptions) => {
       const state = await ensureStack(options);
+      const running = state.processes.filter((process) => process.name.startsWith('inference')).length;
+      if (options.inferenceWorkers !== undefined && running !== Number(options.inferenceWorkers)) {
+        throw new UsageError(`The local stack is already running with ${running} inference workers; stop it with skynewt down, then run skynewt up --inference-workers ${options.inferenceWorkers}.`);
+      }
       if (options.json) return printJson(state);
       console.log(`Local stack running (state in ${path.join(loadConfig().home, 'stack.json')})`);
       printTable([{ temporal: state.address, 'web ui': state.uiUrl ?? '-' }], true);

@@ -90,6 +90,8 @@ describe('skynewt command line', () => {
     for (const entry of state.processes) expect(isAlive(entry.pid)).toBe(false);
 
     await skynewt('up');
+    expect(await skynewtFails('up', '--inference-workers', '2')).toContain('already running with 1 inference workers; stop it with skynewt down');
+    expect(await skynewtFails('cancel', summary.batchId)).toContain(`Batch ${summary.batchId} is not running (workflow COMPLETED)`);
     const manifest = JSON.parse(await skynewt('results', summary.batchId, '--json'));
     expect(manifest.batchId).toBe(summary.batchId);
     expect(manifest.images).toBe(3);

@@ -150,7 +150,7 @@ export async function runInferenceWorker(): Promise<void> {
   }
   const watcher = metadata ? watchSpotNotices(metadata, config.spotPollMs, worker, drain) : null;
   console.log(
-    `${WORKER_READY_MARKER} inference taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} executionProviders=${runner.executionProviders.join(',')} executionProviderSource=${config.executionProviders ? 'worker' : 'host'} gpus=${visibleGpuCount()} intraOpThreads=${config.intraOpThreads} shardConcurrency=${config.shardConcurrency} prefetch=${config.prefetchDepth} inferenceBatch=${config.inferenceBatch} workersOnHost=${config.workersOnHost} models=${config.prewarmModels.join(',') || 'none'} spotWatcher=${watcher ? 'on' : 'off'} payloadEncryption=${config.payloadKeyring ? `keyId=${config.payloadKeyring.encryptionKeyId}` : 'off'}`,
+    `${WORKER_READY_MARKER} inference pid=${process.pid} taskQueue=${config.inferenceTaskQueue} host=${capacity.host} lifecycle=${capacity.lifecycle} executionProviders=${runner.executionProviders.join(',')} executionProviderSource=${config.executionProviders ? 'worker' : 'host'} gpus=${visibleGpuCount()} cudaVisibleDevices=${process.env.CUDA_VISIBLE_DEVICES ?? 'unset'} intraOpThreads=${config.intraOpThreads} shardConcurrency=${config.shardConcurrency} prefetch=${config.prefetchDepth} inferenceBatch=${config.inferenceBatch} workersOnHost=${config.workersOnHost} models=${config.prewarmModels.join(',') || 'none'} spotWatcher=${watcher ? 'on' : 'off'} payloadEncryption=${config.payloadKeyring ? `keyId=${config.payloadKeyring.encryptionKeyId}` : 'off'}`,
   );
   try {
     await worker.run();
