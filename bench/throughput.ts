@@ -9,9 +9,9 @@
  *   skynewt     a full batch through a private local stack: Temporal dev server, orchestrator and
  *               inference workers, listing, checkpointed shards, masks and JSONL written to disk.
  *
- * Baselines and batches alternate (raw, overlapped, batch, raw, overlapped, batch, ..., raw,
- * overlapped), and each batch is compared with the mean of each baseline just before and after
- * it, so a drift in the machine's speed during the script shifts both sides of a ratio alike. `--variants` adds batches with
+ * Baselines and batches alternate: raw, overlapped, batch, raw, overlapped, batch, ..., raw,
+ * overlapped. Each batch is compared with the mean of each baseline just before and after it, so
+ * a drift in the machine's speed during the script shifts both sides of a ratio alike. `--variants` adds batches with
  * prefetching off (`no-prefetch`) or `--batch` images per model call (`batched`).
  *
  * Usage: npm run bench -- [--images 1000] [--shard-size 200] [--rounds 3] [--threads N]

@@ -40,13 +40,13 @@ const INFERENCE_FLAG_VARIABLES: Record<keyof InferenceWorkerFlags, string> = {
 
 /** Copies the given flags into `env` as their SKYNEWT_* variables, then checks them by loading the configuration. */
 export function applyInferenceFlags(flags: InferenceWorkerFlags, env: NodeJS.ProcessEnv = process.env): void {
-  const given = (Object.entries(INFERENCE_FLAG_VARIABLES) as Array<[keyof InferenceWorkerFlags, string]>).filter(([flag]) => flags[flag] !== undefined);
-  for (const [flag, variable] of given) env[variable] = flags[flag];
+  const setFlags = (Object.entries(INFERENCE_FLAG_VARIABLES) as Array<[keyof InferenceWorkerFlags, string]>).filter(([flag]) => flags[flag] !== undefined);
+  for (const [flag, variable] of setFlags) env[variable] = flags[flag];
   try {
     loadConfig(env);
   } catch (err) {
     // Name the flag the user typed rather than the variable it was copied into.
-    const message = given.reduce((text, [flag, variable]) => text.replace(variable, flagName(flag)), (err as Error).message);
+    const message = setFlags.reduce((text, [flag, variable]) => text.replace(variable, flagName(flag)), (err as Error).message);
     throw new UsageError(message);
   }
 }
@@ -136,9 +136,9 @@ export function addStackCommands(program: Command): void {
     .option('--inference-batch <n>', 'inference: images per model call (SKYNEWT_INFERENCE_BATCH, default 1)')
     .option('--task-queue <name>', 'inference: task queue to poll (SKYNEWT_TASK_QUEUE, default skynewt-gpu-spot)')
     .action(async (role: string, flags: InferenceWorkerFlags) => {
-      const given = Object.keys(flags).filter((flag) => flags[flag as keyof InferenceWorkerFlags] !== undefined);
-      if (role !== 'inference' && given.length > 0) {
-        throw new UsageError(`Invalid option for the ${role} worker: ${given.map(flagName).join(', ')} applies to the inference worker only.`);
+      const setFlags = Object.keys(flags).filter((flag) => flags[flag as keyof InferenceWorkerFlags] !== undefined);
+      if (role !== 'inference' && setFlags.length > 0) {
+        throw new UsageError(`Invalid option for the ${role} worker: ${setFlags.map(flagName).join(', ')} applies to the inference worker only.`);
       }
       if (role === 'inference') applyInferenceFlags(flags);
       if (role === 'orchestrator') await import('../workers/orchestrator').then((m) => m.runOrchestratorWorker());

@@ -26,7 +26,7 @@ export interface SkyNewtConfig {
   /** Shards one inference worker runs at once. SKYNEWT_SHARD_CONCURRENCY, default 1. */
   shardConcurrency: number;
   /**
-   * Inference workers sharing this host, each charged that fraction of the host's price.
+   * Inference workers sharing this host, each charged 1/N of the host's price.
    * SKYNEWT_WORKERS_ON_HOST, default 1; `skynewt up --inference-workers` sets it.
    */
   workersOnHost: number;
