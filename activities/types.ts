@@ -51,6 +51,11 @@ export interface Capacity {
   buildId: string;
   /** Hourly price of the host in USD used for the cost figure. */
   hourlyRateUsd: number;
+  /**
+   * GPU ids the worker used (its CUDA_VISIBLE_DEVICES) on a host with NVIDIA GPUs, so results of
+   * several workers on one host name their GPU; absent elsewhere.
+   */
+  gpus?: string;
 }
 
 /** A region found in a segmentation probability map, in original image pixels. */

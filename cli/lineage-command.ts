@@ -50,7 +50,7 @@ export function printOutputLineage(lineage: OutputLineage): void {
     rows.record = `index ${record.index}, line ${record.line}, status ${record.status}`;
   }
   if (attempt !== undefined) rows.attempt = attempt === null ? 'unknown' : `${attempt.attempt} on ${attempt.taskQueue} (${attempt.outcome})`;
-  rows.capacity = `${capacity.host} ${capacity.instanceType} ${capacity.availabilityZone} ${capacity.lifecycle}`;
+  rows.capacity = `${capacity.host} (${capacity.instanceType}, ${capacity.availabilityZone}, ${capacity.lifecycle}${capacity.gpus ? `, GPU ${capacity.gpus}` : ''})`;
   rows.runtime = `onnxruntime ${shard.lineage.onnxruntimeVersion} [${shard.lineage.executionProviders.join(', ')}], build ${shard.lineage.buildId}`;
   printTable([rows], true);
 }

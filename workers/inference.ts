@@ -115,7 +115,8 @@ export async function runInferenceWorker(): Promise<void> {
     onDemandPricesFile: config.onDemandPricesFile,
     warn: (message, fields) => logger.warn(message, fields),
   });
-  const { capacity } = prices;
+  const devices = process.env.CUDA_VISIBLE_DEVICES;
+  const capacity = visibleGpuCount() > 0 && devices ? { ...prices.capacity, gpus: devices } : prices.capacity;
   logger.info('Host price', { source: prices.source, instanceType: capacity.instanceType, zone: capacity.availabilityZone, hourlyRateUsd: capacity.hourlyRateUsd });
   const runner = await ModelRunner.start({
     intraOpThreads: config.intraOpThreads,
