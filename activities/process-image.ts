@@ -35,8 +35,11 @@ export function maskUri(outputUri: string, index: number): string {
   return joinUri(outputUri, 'masks', `${String(index).padStart(9, '0')}.png`);
 }
 
-/** Node.js error codes that mean this input path cannot be read as a file. */
-const UNREADABLE_FILE_CODES = new Set(['EISDIR', 'EACCES', 'EPERM', 'ENOENT', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP']);
+/**
+ * Node.js error codes that mean this input path cannot be read as a file. ERR_INVALID_ARG_VALUE
+ * is what `fs` raises for a path with a NUL byte, e.g. from a manifest line with `%00`.
+ */
+const UNREADABLE_FILE_CODES = new Set(['EISDIR', 'EACCES', 'EPERM', 'ENOENT', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP', 'ERR_INVALID_ARG_VALUE']);
 /** S3 error names that mean this object cannot be read, whatever the retry. */
 const UNREADABLE_OBJECT_NAMES = new Set(['NotFound', 'NoSuchKey', 'NoSuchBucket', 'AccessDenied', 'InvalidObjectState', 'InvalidBucketName']);
 

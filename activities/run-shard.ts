@@ -105,6 +105,11 @@ export function createRunShard(deps: ShardDeps) {
 
     const loadMs = input.dryRun ? null : await ensureModelLoaded(deps, input.model);
     if (loadMs !== null) log.info('Model loaded', { ...fields, model: `${input.model.name}@${input.model.version}`, loadMs, executionProviders: deps.runner.executionProvidersFor(input.model).join(',') });
+    const sessionProviders = deps.runner.sessionProviders(input.model.sha256)?.join(',');
+    const requestedProviders = deps.runner.executionProvidersFor(input.model).join(',');
+    if (!input.dryRun && sessionProviders !== undefined && sessionProviders !== requestedProviders) {
+      log.warn('Model runs in a cached session with other execution providers', { ...fields, model: `${input.model.name}@${input.model.version}`, sessionProviders, requestedProviders });
+    }
     const listing = (await deps.store.get(input.listingUri, context.cancellationSignal)).body.toString('utf8').split('\n').filter(Boolean);
     if (listing.length !== input.images) {
       throw ApplicationFailure.nonRetryable(
@@ -120,6 +125,9 @@ export function createRunShard(deps: ShardDeps) {
     let lastCheckpointMs = Date.now();
     let partStart = checkpoint.cursor;
 
+    // NOTE: a part's key depends only on its start offset, so a worker that was paused past its
+    // heartbeat timeout can still overwrite the part a newer attempt wrote there. Assembly then
+    // finds a line count that does not match and fails that attempt, which costs a retry.
     const commitPart = async (cursor: number) => {
       const uri = shardPartUri(input.outputUri, input.shardIndex, partStart);
       const uploadStart = performance.now();
@@ -265,7 +273,7 @@ export function createRunShard(deps: ShardDeps) {
       timings: roundTimings(timings),
       wallSeconds: Math.round(checkpoint.priorSeconds * 1000) / 1000,
       costUsd: checkpoint.priorCostUsd,
-      lineage: shardLineage(input.model, deps.runner.executionProvidersFor(input.model), deps.capacity),
+      lineage: shardLineage(input.model, deps.runner.sessionProviders(input.model.sha256) ?? deps.runner.executionProvidersFor(input.model), deps.capacity),
       attempts: [
         ...input.previousAttempts,
         {

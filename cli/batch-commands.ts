@@ -10,6 +10,7 @@ import { encryptingDataConverter } from '../activities/codec/aes-gcm-codec';
 import { failureReason, readManifest, SkyNewtClient } from '../client/skynewt-client';
 import type { BatchInput } from '../workflows/batch-input';
 import type { BatchSummary, Utilisation } from '../workflows/batch-state';
+import { stackStatus } from '../infra/local/stack';
 import { loadConfig } from '../workers/config';
 import { formatUsd, printJson, printTable, UsageError } from './output';
 import { runEstimate } from './estimate-command';
@@ -24,6 +25,8 @@ export interface RunOptions {
   maxPixels?: string;
   topK?: string;
   taskQueue?: string;
+  onDemandTaskQueue?: string;
+  preemptionsBeforeOnDemand?: string;
   batchId?: string;
   wait?: boolean;
   json?: boolean;
@@ -107,6 +110,18 @@ export function summaryRows(summary: BatchSummary): Record<string, string> {
 }
 
 /** Starts a batch; with `wait`, follows it to the end and returns its summary. */
+/**
+ * Returns the queue a shard moves to after repeated capacity losses when the batch runs on the
+ * local stack: the inference queue itself, because `skynewt up` starts no on-demand workers and
+ * a moved shard would wait for ever. Elsewhere it returns undefined, for the workflow's default.
+ */
+function localOnDemandQueue(taskQueue: string | undefined): string | undefined {
+  const config = loadConfig();
+  const stack = stackStatus(config.home);
+  if (stack === null || !stack.running || stack.state.address !== config.address) return undefined;
+  return taskQueue ?? config.inferenceTaskQueue;
+}
+
 export async function runBatch(client: SkyNewtClient, input: string, options: RunOptions): Promise<BatchSummary | string> {
   if (options.batchId !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(options.batchId)) {
     throw new UsageError(`Invalid --batch-id ${JSON.stringify(options.batchId)}: expected 1–100 letters, digits, ".", "_" or "-", starting with a letter or digit.`);
@@ -122,6 +137,8 @@ export async function runBatch(client: SkyNewtClient, input: string, options: Ru
     maxPixels: integerOption('--max-pixels', options.maxPixels),
     topK: integerOption('--top-k', options.topK),
     taskQueue: options.taskQueue,
+    onDemandTaskQueue: options.onDemandTaskQueue ?? localOnDemandQueue(options.taskQueue),
+    preemptionsBeforeOnDemand: integerOption('--preemptions-before-on-demand', options.preemptionsBeforeOnDemand),
   };
   const { batchId } = await client.startBatch(batch).catch((err: unknown) => {
     throw explainBatchError(batch.batchId ?? '', err);
@@ -151,6 +168,8 @@ export function addBatchCommands(program: Command): void {
     .option('--max-pixels <n>', 'largest image in pixels; larger ones are recorded as failed')
     .option('--top-k <n>', 'labels kept per image for classification models, 1-100')
     .option('--task-queue <name>', 'task queue of the inference workers (default skynewt-gpu-spot)')
+    .option('--on-demand-task-queue <name>', 'task queue a shard moves to after repeated capacity losses (default skynewt-gpu-ondemand; on the local stack, the --task-queue)')
+    .option('--preemptions-before-on-demand <n>', 'capacity losses of one shard before it moves to the on-demand queue, 0-50 (default 3)')
     .option('--batch-id <id>', 'batch id (default: a new time-ordered id)')
     .option('--wait', 'wait for the batch to finish and print its summary')
     .option('--json', 'print JSON')
@@ -171,9 +190,9 @@ export function addBatchCommands(program: Command): void {
         console.log(outcome);
         return;
       }
+      if (outcome.status !== 'completed') process.exitCode = 2;
       if (options.json) return printJson({ ...outcome, webUi: workflowUrl(outcome.batchId) });
       printTable([summaryRows(outcome)], true);
-      if (outcome.status !== 'completed') process.exitCode = 2;
     });
 
   program

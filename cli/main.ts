@@ -32,15 +32,29 @@ addVerifyCommand(program);
 addLineageCommand(program);
 addCodecServerCommand(program);
 
+/**
+ * Exits once stdout and stderr have handed all pending output to the OS. Writes to a pipe are
+ * asynchronous, so exiting at once would cut long output (such as a large manifest) short.
+ */
+function exitAfterOutput(code: number): void {
+  let pending = 2;
+  const done = () => {
+    pending -= 1;
+    if (pending === 0) process.exit(code);
+  };
+  process.stdout.write('', done);
+  process.stderr.write('', done);
+}
+
 program.parseAsync(process.argv).then(
   () => {
     // Clients keep gRPC connections open; the command is done once its action resolves.
-    process.exit(process.exitCode ?? 0);
+    exitAfterOutput(Number(process.exitCode ?? 0));
   },
   (err: unknown) => {
     // Errors with a known cause print their message only; anything else keeps its stack.
     const known = err instanceof UsageError || (err instanceof Error && /^(ModelNotFound|ModelVersionConflict|ModelAliasConflict|InvalidModelName|InvalidModelSpec|NotFound)$/.test(err.name));
     console.error(known ? `Error: ${(err as Error).message}` : err);
-    process.exit(1);
+    exitAfterOutput(1);
   },
 );

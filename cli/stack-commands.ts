@@ -141,8 +141,11 @@ export function addStackCommands(program: Command): void {
         throw new UsageError(`Invalid option for the ${role} worker: ${setFlags.map(flagName).join(', ')} applies to the inference worker only.`);
       }
       if (role === 'inference') applyInferenceFlags(flags);
-      if (role === 'orchestrator') await import('../workers/orchestrator').then((m) => m.runOrchestratorWorker());
-      else if (role === 'inference') await import('../workers/inference').then((m) => m.runInferenceWorker());
+      // require, not import(): the CLI runs TypeScript through tsx's CommonJS hook, and Node's ESM
+      // resolver behind import() finds no extensionless .ts path. Loaded here so that other commands
+      // do not load the workers.
+      if (role === 'orchestrator') await (require('../workers/orchestrator') as typeof import('../workers/orchestrator')).runOrchestratorWorker();
+      else if (role === 'inference') await (require('../workers/inference') as typeof import('../workers/inference')).runInferenceWorker();
       else throw new UsageError(`Invalid worker role ${JSON.stringify(role)}: expected orchestrator or inference.`);
     });
 }

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../activities/storage/hash';
+import { toFileUri } from '../activities/storage/uri';
 import type { ModelVersion, OutputRecord } from '../activities/types';
 import { registerClassifier, registerDetector, sampleFolder, startTestStack, tempDir, type TestStack } from './helpers';
 
@@ -109,17 +110,18 @@ describe('batch over local files', () => {
     huge.writeUInt32BE(100_000, 20);
     writeFileSync(path.join(folder, 'huge.png'), huge);
     const list = path.join(folder, 'images.txt');
-    writeFileSync(list, ['coins.png', 'folder.png', 'huge.png', 'missing.png'].join('\n'));
+    writeFileSync(list, ['coins.png', 'folder.png', 'huge.png', 'missing.png', `${toFileUri(folder)}/nul%00byte.png`].join('\n'));
 
     const { batchId } = await stack.client.startBatch({ input: list, model: detector.name, checkpointEvery: 1, taskQueue: stack.gpuTaskQueue });
     const summary = await stack.client.result(batchId);
     expect(summary.status).toBe('completed');
-    expect(summary.imagesFailed).toBe(3);
+    expect(summary.imagesFailed).toBe(4);
     const records = readJsonl((await stack.client.manifest(batchId)).shards[0].output);
-    expect(records.map((record) => record.status)).toEqual(['ok', 'failed', 'failed', 'failed']);
+    expect(records.map((record) => record.status)).toEqual(['ok', 'failed', 'failed', 'failed', 'failed']);
     expect(records[1].error).toMatch(/^unreadable: EISDIR/);
     expect(records[2].error).toMatch(/^too-large: .*100000x100000/);
     expect(records[3].error).toMatch(/^unreadable: NotFound/);
+    expect(records[4].error).toMatch(/^unreadable: ERR_INVALID_ARG_VALUE: .*null bytes/);
   });
 
   it('batches images into one model call', async () => {

@@ -1,8 +1,9 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_MODELS } from '../cli/demo';
 import { isAlive } from '../infra/local/process-control';
@@ -78,6 +79,15 @@ describe('skynewt command line', () => {
     expect(summary.costUsd).toBe(0);
     expect(summary.output).toContain(path.join(home, 'results', summary.batchId));
     expect(summary.manifest).toBe(`${summary.output}/manifest.json`);
+    // The local stack has no on-demand workers, so a shard that keeps losing its worker stays on its queue.
+    const connection = await Connection.connect({ address: env.SKYNEWT_TEMPORAL_ADDRESS! });
+    try {
+      const history = await new Client({ connection }).workflow.getHandle(summary.batchId).fetchHistory();
+      const [payload] = history.events![0].workflowExecutionStartedEventAttributes!.input!.payloads!;
+      expect(JSON.parse(Buffer.from(payload.data!).toString('utf8')).onDemandTaskQueue).toBe('skynewt-gpu-spot');
+    } finally {
+      await connection.close();
+    }
 
     const started = (await skynewt('run', folder, '--model', 'detector')).trim();
     expect(started).toMatch(/^b-\d{8}-\d{6}-[0-9a-f]{6}$/);
@@ -125,6 +135,35 @@ describe('skynewt command line', () => {
     expect(await skynewtFails('model', 'register', 'bad', notOnnx, '--task', 'segmentation', '--input-size', '64x64')).toContain('onnxruntime could not load it');
     const { direction } = DEMO_MODELS;
     expect(await skynewtFails('model', 'register', 'bad', direction.file, '--task', 'segmentation', '--input-size', '192x48')).toContain('must output one probability map');
+  });
+
+  it.each([
+    ['inference', ['--prefetch', '2', '--task-queue', 'cli-foreground'], ['taskQueue=cli-foreground', 'prefetch=2']],
+    ['orchestrator', [], ['orchestrator']],
+  ])('runs the %s worker in the foreground', async (role, flags, expected) => {
+    const child = spawn(process.execPath, [CLI, 'worker', role, ...flags], { env: { ...env, SKYNEWT_ORCHESTRATOR_TASK_QUEUE: 'cli-foreground-orchestrator' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      let output = '';
+      const ready = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no ready line within 90 s: ${output}`)), 90_000);
+        const onData = (chunk: Buffer) => {
+          output += chunk.toString();
+          const line = output.split('\n').find((entry) => entry.startsWith('SKYNEWT_WORKER_READY'));
+          if (line !== undefined) {
+            clearTimeout(timer);
+            resolve(line);
+          }
+        };
+        child.stdout.on('data', onData);
+        child.stderr.on('data', onData);
+        exited.then((code) => reject(new Error(`worker exited with ${code} before it was ready: ${output}`)));
+      });
+      for (const text of expected) expect(ready).toContain(text);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
   });
 
   it('rejects invalid worker and model options', async () => {

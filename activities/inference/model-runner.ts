@@ -75,8 +75,8 @@ interface ThreadHandle {
   worker: Worker;
   ready: Promise<void>;
   pending: Map<number, PendingCall>;
-  /** sha256 of the models whose sessions exist in this thread. */
-  loaded: Set<string>;
+  /** sha256 of the models whose sessions exist in this thread, with the providers each was created with. */
+  loaded: Map<string, string[]>;
   /** Loads in flight by sha256, so concurrent loads of one model send its bytes once. */
   loading: Map<string, Promise<number>>;
   /** True once the thread has posted its ready message. */
@@ -134,6 +134,7 @@ export class ModelRunner {
     if (thread.loaded.has(expected)) {
       return { loadMs: 0, cached: true };
     }
+    const executionProviders = this.executionProvidersFor(model);
     const inFlight = thread.loading.get(expected);
     if (inFlight !== undefined) {
       await inFlight;
@@ -142,7 +143,7 @@ export class ModelRunner {
 
     // A Buffer often views a shared pool, so the thread gets a copy that is safe to transfer.
     const copy = new Uint8Array(bytes);
-    const request: ModelThreadRequest = { id: 0, type: 'load', sha256: expected, bytes: copy, executionProviders: this.executionProvidersFor(model) };
+    const request: ModelThreadRequest = { id: 0, type: 'load', sha256: expected, bytes: copy, executionProviders };
     const loading = this.call(thread, request, [copy.buffer]).then((reply) => {
       if (!reply.ok || reply.type !== 'load') {
         throw new Error(`model thread sent an unexpected reply to load for model ${expected}`);
@@ -152,12 +153,22 @@ export class ModelRunner {
     thread.loading.set(expected, loading);
     try {
       const loadMs = await loading;
-      thread.loaded.add(expected);
+      thread.loaded.set(expected, executionProviders);
       this.sessionsCreated += 1;
       return { loadMs, cached: false };
     } finally {
       thread.loading.delete(expected);
     }
+  }
+
+  /**
+   * Returns the providers the session for this sha256 was created with, or null when none is
+   * loaded. Sessions are cached by sha256, so the same bytes registered twice with different
+   * defaults share the first session. NOTE: the second registration's providers are then not
+   * applied; lineage records the session's own, from here.
+   */
+  sessionProviders(sha256: string): string[] | null {
+    return this.thread?.loaded.get(sha256.toLowerCase()) ?? null;
   }
 
   /** Returns true when a session for this sha256 exists in the current model thread. */
@@ -235,7 +246,7 @@ export class ModelRunner {
       worker,
       ready,
       pending: new Map(),
-      loaded: new Set(),
+      loaded: new Map(),
       loading: new Map(),
       started: false,
       closing: false,

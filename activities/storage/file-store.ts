@@ -118,6 +118,8 @@ async function* walk(folder: string, signal?: AbortSignal): AsyncGenerator<Objec
   signal?.throwIfAborted();
   let dirents: Dirent[];
   try {
+    // NOTE: names are read as UTF-8 strings, so a file whose name is not valid UTF-8 cannot be
+    // stat'ed under the decoded name and is left out of the listing without a failed record.
     dirents = await fs.readdir(folder, { withFileTypes: true });
   } catch (error) {
     if (errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR') {
