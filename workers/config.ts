@@ -69,7 +69,8 @@ export interface SkyNewtConfig {
 function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
+  // Digits only, so that Number() does not accept forms such as 0x2, 1e3 or " 2 ".
+  const value = /^\d+$/.test(raw) ? Number(raw) : NaN;
   if (!Number.isInteger(value) || value < 1) {
     throw new Error(`Invalid ${name} ${JSON.stringify(raw)}: expected a whole number of 1 or more.`);
   }
