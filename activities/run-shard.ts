@@ -104,11 +104,14 @@ export function createRunShard(deps: ShardDeps) {
     log.info('Shard started', { ...fields, cursor: resumedFrom, images: input.images });
 
     const loadMs = input.dryRun ? null : await ensureModelLoaded(deps, input.model);
-    if (loadMs !== null) log.info('Model loaded', { ...fields, model: `${input.model.name}@${input.model.version}`, loadMs, executionProviders: deps.runner.executionProvidersFor(input.model).join(',') });
-    const sessionProviders = deps.runner.sessionProviders(input.model.sha256)?.join(',');
-    const requestedProviders = deps.runner.executionProvidersFor(input.model).join(',');
-    if (!input.dryRun && sessionProviders !== undefined && sessionProviders !== requestedProviders) {
-      log.warn('Model runs in a cached session with other execution providers', { ...fields, model: `${input.model.name}@${input.model.version}`, sessionProviders, requestedProviders });
+    const modelName = `${input.model.name}@${input.model.version}`;
+    const requestedProviders = deps.runner.executionProvidersFor(input.model);
+    // The providers of the session that runs the shard, which lineage records. A session cached
+    // for the same bytes under another registration may have other providers than requested.
+    const executionProviders = deps.runner.sessionProviders(input.model.sha256) ?? requestedProviders;
+    if (loadMs !== null) log.info('Model loaded', { ...fields, model: modelName, loadMs, executionProviders: executionProviders.join(',') });
+    if (!input.dryRun && executionProviders.join(',') !== requestedProviders.join(',')) {
+      log.warn('Model runs in a cached session with other execution providers', { ...fields, model: modelName, sessionProviders: executionProviders.join(','), requestedProviders: requestedProviders.join(',') });
     }
     const listing = (await deps.store.get(input.listingUri, context.cancellationSignal)).body.toString('utf8').split('\n').filter(Boolean);
     if (listing.length !== input.images) {
@@ -273,7 +276,7 @@ export function createRunShard(deps: ShardDeps) {
       timings: roundTimings(timings),
       wallSeconds: Math.round(checkpoint.priorSeconds * 1000) / 1000,
       costUsd: checkpoint.priorCostUsd,
-      lineage: shardLineage(input.model, deps.runner.sessionProviders(input.model.sha256) ?? deps.runner.executionProvidersFor(input.model), deps.capacity),
+      lineage: shardLineage(input.model, executionProviders, deps.capacity),
       attempts: [
         ...input.previousAttempts,
         {

@@ -23,34 +23,30 @@ export class S3Store implements ObjectStore {
   constructor(private readonly client: S3Client) {}
 
   async get(uri: string, signal?: AbortSignal): Promise<StoredObject> {
-    const { bucket, key } = toObjectLocation(uri);
-    try {
-      const response = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), {
-        abortSignal: signal,
-      });
-      if (response.Body === undefined) {
-        throw new Error(`S3 returned no body for ${uri}.`);
-      }
-      const body = Buffer.from(await response.Body.transformToByteArray());
-      const stored: StoredObject = { body, etag: stripQuotes(response.ETag ?? '') };
-      if (response.VersionId !== undefined) {
-        stored.versionId = response.VersionId;
-      }
-      return stored;
-    } catch (error) {
-      throw isMissingObject(error) ? notFound(uri, error) : error;
+    const response = await this.getObject(uri, signal);
+    const body = Buffer.from(await response.Body.transformToByteArray());
+    const stored: StoredObject = { body, etag: stripQuotes(response.ETag ?? '') };
+    if (response.VersionId !== undefined) {
+      stored.versionId = response.VersionId;
     }
+    return stored;
   }
 
   async stream(uri: string, signal?: AbortSignal): Promise<AsyncIterable<Buffer>> {
+    // In Node.js the body is a Readable, which yields Buffer chunks.
+    return (await this.getObject(uri, signal)).Body as unknown as AsyncIterable<Buffer>;
+  }
+
+  /** Sends GetObject and returns the response with its body, or rejects with NotFound when the object is missing. */
+  private async getObject(uri: string, signal?: AbortSignal) {
     const { bucket, key } = toObjectLocation(uri);
     try {
       const response = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
-      if (response.Body === undefined) {
+      const { Body } = response;
+      if (Body === undefined) {
         throw new Error(`S3 returned no body for ${uri}.`);
       }
-      // In Node.js the body is a Readable, which yields Buffer chunks.
-      return response.Body as unknown as AsyncIterable<Buffer>;
+      return { ...response, Body };
     } catch (error) {
       throw isMissingObject(error) ? notFound(uri, error) : error;
     }
