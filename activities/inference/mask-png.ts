@@ -1,9 +1,9 @@
 /**
  * A PNG encoder for binary masks. A mask is upscaled from the model's output map to the
  * original image size, which makes its rows a few long runs of one value. Filling those runs
- * directly and deflating them run-length took about a third of the time of sharp's resize and
- * PNG encoder on the sample images (1.7 ms against 5.8 ms a mask). On a host without a GPU,
- * that CPU time is taken from inference.
+ * directly and deflating them run-length takes a fraction of the time of sharp's resize and PNG
+ * encoder (`npm run bench:masks`; figures in docs/benchmarks.md). On a host without a GPU, that
+ * CPU time is taken from inference.
  */
 import { promisify } from 'node:util';
 import { constants, deflate } from 'node:zlib';
@@ -11,10 +11,7 @@ import { constants, deflate } from 'node:zlib';
 const deflateAsync = promisify(deflate);
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-/**
- * Run-length deflate: a mask row is a few runs of 0 and 255, which this strategy codes faster
- * and smaller than the default one (0.9 ms for a 2-megapixel mask, measured on a 2-core VM).
- */
+/** Run-length deflate, because a mask row is a few runs of 0 and 255. */
 const DEFLATE_OPTIONS = { strategy: constants.Z_RLE };
 
 /**
