@@ -1,7 +1,7 @@
 /**
  * An HTTP proxy on 127.0.0.1 in front of moto that injects storage faults: 5xx responses, reset
  * connections and stalls. Every fault is decided by a plan function of the request number, so a
- * test's faults are repeatable and bounded. The plan also sees the method and path, to fail
+ * test's faults are repeatable and bounded. The plan also receives the method and path, to fail
  * one chosen write.
  */
 import http from 'node:http';

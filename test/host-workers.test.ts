@@ -30,10 +30,6 @@ describe('execution providers', () => {
     expect(loadConfig({ SKYNEWT_EXECUTION_PROVIDER: 'tensorrt,cuda,cpu' }).executionProviders).toEqual(['tensorrt', 'cuda', 'cpu']);
   });
 
-  it.each(['0', '0x2', '1e3', ' 2', '-1'])('rejects SKYNEWT_SHARD_CONCURRENCY=%j', (raw) => {
-    expect(() => loadConfig({ SKYNEWT_SHARD_CONCURRENCY: raw })).toThrow(`Invalid SKYNEWT_SHARD_CONCURRENCY ${JSON.stringify(raw)}: expected a whole number of 1 or more.`);
-  });
-
   it.each([
     [0, undefined, 0],
     [2, undefined, 2],
@@ -49,6 +45,12 @@ describe('execution providers', () => {
 
   it('counts no GPUs without the NVIDIA driver', () => {
     expect(visibleGpuCount({}, tempDir('proc-empty'))).toBe(0);
+  });
+});
+
+describe('worker configuration', () => {
+  it.each(['0', '0x2', '1e3', ' 2', '-1'])('rejects SKYNEWT_SHARD_CONCURRENCY=%j', (raw) => {
+    expect(() => loadConfig({ SKYNEWT_SHARD_CONCURRENCY: raw })).toThrow(`Invalid SKYNEWT_SHARD_CONCURRENCY ${JSON.stringify(raw)}: expected a whole number of 1 or more.`);
   });
 });
 
